@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`. Both set everything up first, idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: setup system-deps quickstart test test-fast clean-quickstart
+
+# Debian libraries for offscreen rendering (EGL through Mesa's llvmpipe); installed only where missing.
+system-deps:
+	@missing=""; for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: system-deps $(STAMP)
+
+quickstart: setup
+	$(PY) -m handmesh.quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean-quickstart:
+	rm -rf runs/quickstart data/synthetic_freihand

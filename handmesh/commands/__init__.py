@@ -1,0 +1,1 @@
+"""Subcommands of the `handmesh` CLI, one module each."""

@@ -76,6 +76,7 @@ class _ManoUnpickler(pickle.Unpickler):
         ("builtins", "object"): object,
         ("__builtin__", "set"): set,
         ("builtins", "set"): set,
+        ("_codecs", "encode"): __import__("codecs").encode,  # how Python 3 writes bytes at protocol 2
     }
     _SPARSE = {"csc_matrix", "csr_matrix", "coo_matrix"}
 

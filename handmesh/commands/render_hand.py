@@ -1,0 +1,55 @@
+"""`handmesh render-hand`: render a posed hand from any MANO-format model to a PNG, to eyeball it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import resolve_mano_dir
+from handmesh.poses import POSE_NAMES, named_pose, viewing_placement
+from handmesh.render import MeshRenderer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mano-dir", help="folder with MANO_RIGHT.pkl (default: data/mano, else the stand-in)")
+    parser.add_argument("--pose", choices=POSE_NAMES, default="flat", help="which pose to render (default: flat)")
+    parser.add_argument("--side", choices=("right", "left"), default="right")
+    parser.add_argument("--size", type=int, default=512, help="image width and height in pixels (default: 512)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --pose random")
+    parser.add_argument("--out", type=Path, default=Path("hand.png"), help="PNG to write (default: hand.png)")
+
+
+def render_hand(mano_dir: Path, pose: str, side: str, size: int, seed: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8 RGB picture of the posed hand, palm toward the camera, on a light background."""
+    layer = ManoLayer.from_dir(mano_dir, side=side)
+    with torch.no_grad():
+        vertices = layer(named_pose(layer, pose, seed)).vertices[0].double().numpy()
+    focal = 2.0 * size
+    K = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]])
+    renderer = MeshRenderer(size, size)
+    try:
+        rendering = renderer.render([(viewing_placement(layer, vertices, focal, size), layer.faces.numpy())], K)
+    finally:
+        renderer.close()
+    image = np.full((size, size, 3), 235, np.uint8)
+    image[rendering.mask] = rendering.color[rendering.mask]
+    return image
+
+
+def run(args: argparse.Namespace) -> int:
+    source = resolve_mano_dir(args.mano_dir)
+    print(source.describe())
+    image = render_hand(source.directory, args.pose, args.side, args.size, args.seed)
+    label = f"{args.side} hand, {args.pose}" + (" - STAND-IN model, not MANO" if source.is_standin else "")
+    cv2.putText(image, label, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1, cv2.LINE_AA)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.out.with_name(f".{args.out.stem}.tmp{args.out.suffix}")
+    cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    temporary.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,190 @@
+"""MANO loading (original chumpy pickle without chumpy, converted copies, bad files) and the MANO layer."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from handmesh.errors import ManoFileError
+from handmesh.geometry import axis_angle_to_rotmat
+from handmesh.joints import FINGERTIP_VERTEX_IDS, FREIHAND_FROM_MANO, MANO_PARENTS
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import load_mano_file, resolve_mano_dir
+
+RNG = np.random.default_rng(0)
+
+
+def _toy_model_dict() -> dict:
+    """A MANO-shaped dict whose joint i is exactly vertex 10 * i (one-hot J_regressor), skinned rigidly to joint 0."""
+    v_template = RNG.normal(scale=0.05, size=(778, 3))
+    regressor = np.zeros((16, 778))
+    regressor[np.arange(16), 10 * np.arange(16)] = 1.0
+    weights = np.zeros((778, 16))
+    weights[:, 0] = 1.0
+    return {
+        "v_template": v_template,
+        "f": RNG.integers(0, 778, size=(1538, 3)).astype(np.uint32),
+        "J_regressor": scipy.sparse.csc_matrix(regressor),
+        "kintree_table": np.array([[4294967295, *MANO_PARENTS[1:]], list(range(16))], dtype=np.int64),
+        "weights": weights,
+        "shapedirs": RNG.normal(scale=1e-3, size=(778, 3, 10)),
+        "posedirs": np.zeros((778, 3, 135)),
+        "hands_components": np.eye(45),
+        "hands_mean": RNG.normal(scale=0.1, size=45),
+        "hands_coeffs": RNG.normal(size=(5, 45)),
+        "J": regressor @ v_template,
+        "bs_style": "lbs",
+        "bs_type": "lrotmin",
+    }
+
+
+def _write_chumpy_style(path, model: dict) -> None:
+    """Pickle like the original MANO file: arrays wrapped in objects of a class from a module named `chumpy`."""
+    chumpy = types.ModuleType("chumpy")
+    chumpy_ch = types.ModuleType("chumpy.ch")
+
+    class Ch:  # what chumpy's pickled state looks like: the array under 'x'
+        def __init__(self, x):
+            self.x = x
+
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    chumpy_ch.Ch = Ch
+    sys.modules["chumpy"], sys.modules["chumpy.ch"] = chumpy, chumpy_ch
+    try:
+        wrapped = {k: Ch(v) if k in ("v_template", "shapedirs", "J", "weights", "posedirs") else v for k, v in model.items()}
+        with open(path, "wb") as handle:
+            pickle.dump(wrapped, handle, protocol=2)
+    finally:
+        del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+
+
+def test_chumpy_pickle_loads_without_chumpy(tmp_path):
+    model = _toy_model_dict()
+    _write_chumpy_style(tmp_path / "MANO_RIGHT.pkl", model)
+    assert "chumpy" not in sys.modules
+    loaded = load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    np.testing.assert_array_equal(loaded.v_template, model["v_template"])
+    np.testing.assert_array_equal(loaded.J_regressor, model["J_regressor"].toarray())
+    assert loaded.parents.tolist() == list(MANO_PARENTS)
+    assert not loaded.is_standin
+    assert "chumpy" not in sys.modules
+
+
+def test_converted_pickle_loads(tmp_path):
+    model = _toy_model_dict()
+    model["J_regressor"] = model["J_regressor"].toarray()  # converted copies hold dense arrays
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    loaded = load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    np.testing.assert_array_equal(loaded.hands_mean, model["hands_mean"])
+    assert loaded.faces.shape == (1538, 3) and loaded.faces.dtype == np.int64
+
+
+def test_keypoints_in_freihand_order(tmp_path):
+    """At the rest pose joint i is vertex 10 i; FreiHAND keypoint k is MANO joint / fingertip FREIHAND_FROM_MANO[k]."""
+    model = _toy_model_dict()
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    layer = ManoLayer(load_mano_file(tmp_path / "MANO_RIGHT.pkl"))
+    out = layer(torch.eye(3).expand(1, 16, 3, 3))
+    v = model["v_template"]
+    expected_rows = [v[10 * i] for i in range(16)] + [v[i] for i in FINGERTIP_VERTEX_IDS]
+    expected = np.array([expected_rows[src] for src in FREIHAND_FROM_MANO])
+    # Hand-checked anchors: keypoint 1 (thumb MCP) is MANO joint 13, keypoint 4 (thumb tip) is vertex 744.
+    np.testing.assert_allclose(expected[1], v[130])
+    np.testing.assert_allclose(expected[4], v[744])
+    np.testing.assert_allclose(out.keypoints[0].numpy(), expected, atol=1e-6)
+    assert out.vertices.shape == (1, 778, 3) and out.joints.shape == (1, 16, 3)
+
+
+def test_global_rotation_rotates_rigid_mesh(tmp_path):
+    model = _toy_model_dict()
+    model["shapedirs"] = np.zeros((778, 3, 10))
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    layer = ManoLayer(load_mano_file(tmp_path / "MANO_RIGHT.pkl"))
+    pose = torch.zeros(1, 16, 3)
+    pose[0, 0] = torch.tensor([0.0, 0.0, np.pi / 2])
+    out = layer(axis_angle_to_rotmat(pose))
+    root = torch.as_tensor(model["v_template"][0], dtype=torch.float32)
+    rotation = axis_angle_to_rotmat(pose[0, 0])
+    expected = (torch.as_tensor(model["v_template"], dtype=torch.float32) - root) @ rotation.T + root
+    torch.testing.assert_close(out.vertices[0], expected, atol=1e-5, rtol=0)
+
+
+def test_pose_from_axis_angle_adds_hands_mean(tmp_path):
+    model = _toy_model_dict()
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    layer = ManoLayer(load_mano_file(tmp_path / "MANO_RIGHT.pkl"))
+    rotations = layer.pose_from_axis_angle(torch.zeros(1, 48))
+    expected = axis_angle_to_rotmat(torch.as_tensor(model["hands_mean"], dtype=torch.float32).reshape(15, 3))
+    torch.testing.assert_close(rotations[0, 1:], expected)
+    torch.testing.assert_close(rotations[0, 0], torch.eye(3))
+
+
+def test_missing_file_names_path_and_how_to_get_mano(tmp_path):
+    with pytest.raises(ManoFileError, match=r"mano\.is\.tue\.mpg\.de") as info:
+        load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    assert str(tmp_path) in str(info.value)
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(_toy_model_dict(), handle)
+    data = (tmp_path / "MANO_RIGHT.pkl").read_bytes()
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ManoFileError, match="truncated"):
+        load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+
+
+def test_foreign_pickle_is_refused(tmp_path):
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump({"weights": [1, 2, 3]}, handle)
+    with pytest.raises(ManoFileError, match="lacks the MANO keys"):
+        load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+
+
+class _Boobytrap:
+    def __reduce__(self):
+        return (open, ("/tmp/handmesh-pwned", "w"))
+
+
+def test_booby_trapped_pickle_executes_nothing(tmp_path):
+    target = tmp_path / "MANO_RIGHT.pkl"
+    with open(target, "wb") as handle:
+        pickle.dump({"v_template": _Boobytrap()}, handle)
+    with pytest.raises(ManoFileError, match="refusing to load"):
+        load_mano_file(target)
+    import os
+
+    assert not os.path.exists("/tmp/handmesh-pwned")
+
+
+def test_explicit_mano_dir_without_files_is_an_error(tmp_path):
+    with pytest.raises(ManoFileError, match="no MANO_RIGHT.pkl"):
+        resolve_mano_dir(tmp_path / "nowhere")
+
+
+def test_real_mano_in_default_dir_wins_over_standin(tmp_path, monkeypatch):
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    models = tmp_path / "mano" / "mano_v1_2" / "models"
+    models.mkdir(parents=True)
+    _write_chumpy_style(models / "MANO_RIGHT.pkl", _toy_model_dict())
+    source = resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=tmp_path / "standin")
+    assert source.directory == models and not source.is_standin
+    assert not (tmp_path / "standin").exists()
+
+
+def test_environment_variable_is_used(tmp_path, monkeypatch):
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(_toy_model_dict(), handle)
+    monkeypatch.setenv("HANDMESH_MANO_DIR", str(tmp_path))
+    source = resolve_mano_dir(default_dir=tmp_path / "absent")
+    assert source.directory == tmp_path and "HANDMESH_MANO_DIR" in source.reason

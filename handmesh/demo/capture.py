@@ -1,0 +1,202 @@
+"""Frame sources for the demo: a webcam, a video file, a folder of images, or one image. Frames come out RGB.
+
+`open_source(spec)` checks everything it can before the demo starts (the camera opens and gives a frame, the file
+decodes), so bad input fails early with a message and nothing half-done. The pipeline reads sources in a thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from handmesh.errors import HandmeshError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_FPS = 30.0  # timestamps of image folders, and of recordings of sources that report no rate
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class Frame:
+    index: int  # 0, 1, ... in reading order
+    time: float  # seconds: capture time for a camera, index / fps otherwise
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+class CameraSource:
+    """A live webcam (cv2.VideoCapture by index). Frames are stamped with the time they were read."""
+
+    is_live = True  # frames are dropped when the demo falls behind
+    is_video = True  # consecutive frames show the same scene (detectors may track)
+    frame_count = None
+
+    def __init__(self, index: int, notify: Callable[[str], None] = _stderr):
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # backends' probing noise; we say it better
+        try:
+            self._capture = cv2.VideoCapture(index)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        if not self._capture.isOpened():
+            raise HandmeshError(
+                f"no webcam at index {index}: expected a connected camera (Linux: /dev/video{index}); check it is "
+                "plugged in and not used by another program, try another --source index, or pass a video file or image folder"
+            )
+        ok, first = self._capture.read()
+        if not ok or first is None:
+            self._capture.release()
+            raise HandmeshError(
+                f"webcam {index} opened but gave no frame: it is probably busy in another program; close that "
+                "program, or pass another --source"
+            )
+        self.description = f"webcam {index}"
+        self.height, self.width = first.shape[:2]
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        self._first: np.ndarray | None = first
+        self._start = time.monotonic()
+        self._index = 0
+        self._notify = notify
+
+    def read(self) -> Frame | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+        else:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                self._notify(f"{self.description} stopped giving frames after {self._index} (unplugged or taken by another program)")
+                return None
+        frame = Frame(self._index, time.monotonic() - self._start, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class VideoSource:
+    """A video file; every frame in order, stamped index / fps."""
+
+    is_live = False
+    is_video = True
+
+    def __init__(self, path: Path, notify: Callable[[str], None] = _stderr):
+        self._capture = cv2.VideoCapture(str(path))
+        ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
+        if not ok or first is None:
+            self._capture.release()
+            raise HandmeshError(
+                f"could not decode {path} as a video: expected a video file OpenCV reads (mp4, avi, mkv, ...), "
+                "an image, or an image folder; check the file is complete"
+            )
+        self.description = f"video {path}"
+        self.height, self.width = first.shape[:2]
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        self._first: np.ndarray | None = first
+        self._index = 0
+        self._notify = notify
+
+    def read(self) -> Frame | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+        else:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                if self.frame_count and self._index < self.frame_count:
+                    self._notify(
+                        f"{self.description}: decoding stopped at frame {self._index} of {self.frame_count} "
+                        "(corrupt or truncated file); the output has the frames read"
+                    )
+                return None
+        if image.shape[:2] != (self.height, self.width):
+            image = letterbox(image, self.width, self.height)
+        frame = Frame(self._index, self._index / self.fps, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImageFolderSource:
+    """Image files in name order (or one image). Unreadable images are skipped with a message; the frame size is the
+    first readable image's, and other sizes are letterboxed into it."""
+
+    is_live = False
+    is_video = False
+
+    def __init__(self, paths: list[Path], description: str, notify: Callable[[str], None] = _stderr):
+        self._notify = notify
+        self._paths = list(paths)
+        self.description = description
+        self.fps = DEFAULT_FPS
+        self._first: np.ndarray | None = None
+        while self._paths and self._first is None:
+            self._first = self._load(self._paths.pop(0))
+        if self._first is None:
+            raise HandmeshError(
+                f"no readable image in {description}: expected JPEG/PNG files OpenCV decodes; check the files are complete"
+            )
+        self.height, self.width = self._first.shape[:2]
+        self.frame_count = 1 + len(self._paths)
+        self._index = 0
+
+    def _load(self, path: Path) -> np.ndarray | None:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            self._notify(f"skipping {path}: not a readable image (corrupt, truncated or another format)")
+        return image
+
+    def read(self) -> Frame | None:
+        image, self._first = self._first, None
+        while image is None and self._paths:
+            image = self._load(self._paths.pop(0))
+        if image is None:
+            return None
+        if image.shape[:2] != (self.height, self.width):
+            image = letterbox(image, self.width, self.height)
+        frame = Frame(self._index, self._index / self.fps, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale (h, w, 3) to fit (height, width), keeping its aspect, centred on black."""
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    out[y0 : y0 + h, x0 : x0 + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def open_source(spec: str, notify: Callable[[str], None] = _stderr):
+    """'0', '1', ... -> webcam; a folder -> its images; an image file -> that image; another file -> a video."""
+    if spec.isdigit():
+        return CameraSource(int(spec), notify)
+    path = Path(spec)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise HandmeshError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}; expected a folder of frames")
+        return ImageFolderSource(images, f"{len(images)} images in {path}", notify)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageFolderSource([path], f"image {path}", notify)
+        return VideoSource(path, notify)
+    raise HandmeshError(
+        f"--source {spec!r}: no such file or folder; expected a webcam index (0, 1, ...), a video file, "
+        "an image folder or an image"
+    )

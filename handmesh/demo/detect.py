@@ -1,0 +1,174 @@
+"""Finding hands in a frame: MediaPipe Hands when installed, else a box tracked from the model's own keypoints.
+
+Handedness: `mediapipe.solutions.hands` labels hands as if the image were a mirrored selfie, i.e. its label is the
+handedness of the hand in the *horizontally flipped* image. We never mirror the frames we process (the 3D outputs
+must stay in the real camera's frame), so a hand that mediapipe calls "Right" looks like a left hand in our image,
+and we crop it as a left hand (flipped). Put simply: is_left = (label == "Right"), for webcams and files alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
+from handmesh.errors import HandmeshError
+
+DETECTORS = ("auto", "mediapipe", "tracker")
+START_BOX_FRACTION = 0.6  # the tracker's starting box: this share of min(W, H), centred
+MIN_BOX_FRACTION = 0.08  # a tracked box smaller than this share of min(W, H) is lost: back to the start box
+MAX_BOX_FRACTION = 1.5  # ... and one larger than this share of max(W, H)
+
+
+@dataclass
+class Detection:
+    """A hand to crop: where, which side (as it looks in the image), and a track id stable across frames."""
+
+    box: Box
+    is_left: bool
+    score: float  # detector confidence in [0, 1]; 1 for the tracker
+    track_id: int = 0
+
+
+def mediapipe_available() -> bool:
+    return importlib.util.find_spec("mediapipe") is not None
+
+
+def is_left_from_mediapipe(label: str) -> bool:
+    """mediapipe's handedness label (for the mirrored image) -> is the hand a left hand in the unmirrored frame."""
+    return label == "Right"
+
+
+class TrackMatcher:
+    """Gives detections stable ids: each takes the nearest same-side box of the previous frame (within its size)."""
+
+    def __init__(self):
+        self._previous: list[Detection] = []
+        self._next_id = 0
+
+    def assign(self, detections: list[Detection]) -> list[Detection]:
+        free = list(self._previous)
+        assigned = []
+        for detection in sorted(detections, key=lambda d: -d.score):
+            candidates = [p for p in free if p.is_left == detection.is_left]
+            distance = lambda p: np.hypot(p.box.cx - detection.box.cx, p.box.cy - detection.box.cy)  # noqa: E731
+            match = min(candidates, key=distance, default=None)
+            if match is not None and distance(match) < match.box.size:
+                free.remove(match)
+                track_id = match.track_id
+            else:
+                track_id, self._next_id = self._next_id, self._next_id + 1
+            assigned.append(replace(detection, track_id=track_id))
+        self._previous = assigned
+        return assigned
+
+
+class MediaPipeDetector:
+    """MediaPipe Hands (mediapipe 0.10.x `solutions.hands`, models shipped in the wheel): landmarks -> boxes."""
+
+    name = "mediapipe"
+    uses_feedback = False
+
+    def __init__(self, max_hands: int = 2, video: bool = True, box_scale: float = DEFAULT_BOX_SCALE,
+                 min_confidence: float = 0.5):
+        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)  # protobuf 4
+        try:
+            from mediapipe.python.solutions import hands
+        except ImportError as error:
+            raise HandmeshError(
+                f"mediapipe could not be imported ({error}); expected mediapipe==0.10.14 "
+                "(`pip install 'handmesh[mediapipe]'`), or use --detector tracker"
+            ) from None
+        self._hands = hands.Hands(
+            static_image_mode=not video, max_num_hands=max_hands, model_complexity=1,
+            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
+        )
+        self.box_scale = box_scale
+        self._matcher = TrackMatcher()
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """frame (H, W, 3) uint8 RGB -> up to max_hands detections."""
+        height, width = frame.shape[:2]
+        result = self._hands.process(np.ascontiguousarray(frame))
+        detections = []
+        for landmarks, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
+            points = np.array([(p.x * width, p.y * height) for p in landmarks.landmark])  # (21, 2) px
+            best = handedness.classification[0]
+            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label), best.score))
+        return self._matcher.assign(detections)
+
+    def update(self, hands: list[HandEstimate]) -> None:
+        """MediaPipe tracks by itself; the model's outputs are not needed."""
+
+    def close(self) -> None:
+        self._hands.close()
+
+
+class BoxTracker:
+    """One hand followed from the model's own 2D keypoints: next box = their bounding square, scaled.
+
+    Starts (and restarts when the track is lost) from a centred box that the user puts the hand in; the app draws it.
+    """
+
+    name = "tracker"
+    uses_feedback = True  # detect(frame t + 1) needs update(hands of frame t)
+
+    def __init__(self, width: int, height: int, is_left: bool = False, box_scale: float = DEFAULT_BOX_SCALE):
+        self.width, self.height = width, height
+        self.is_left = is_left
+        self.box_scale = box_scale
+        self.start_box = Box((width - 1) / 2.0, (height - 1) / 2.0, START_BOX_FRACTION * min(width, height))
+        self.box = self.start_box
+        self.track_id = 0
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return [Detection(self.box, self.is_left, 1.0, self.track_id)]
+
+    def update(self, hands: list[HandEstimate]) -> None:
+        """Move the box to the hand's predicted keypoints; back to the start box if none or implausible."""
+        if not hands:
+            self.reset()
+            return
+        box = Box.around(hands[0].keypoints_2d, self.box_scale)
+        if not self._plausible(box):
+            self.reset()
+            return
+        self.box = box
+
+    def _plausible(self, box: Box) -> bool:
+        inside = 0 <= box.cx < self.width and 0 <= box.cy < self.height
+        size_ok = MIN_BOX_FRACTION * min(self.width, self.height) <= box.size <= MAX_BOX_FRACTION * max(self.width, self.height)
+        return bool(inside and size_ok and np.isfinite(box.as_array()).all())
+
+    def reset(self) -> None:
+        """Back to the start box, as a new track (its smoothing starts afresh)."""
+        if self.box != self.start_box:
+            self.track_id += 1
+        self.box = self.start_box
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool):
+    """`auto` picks mediapipe when installed, else the tracker. max_hands None: 2 for mediapipe, 1 for the tracker."""
+    if kind not in DETECTORS:
+        raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
+    if kind == "auto":
+        kind = "mediapipe" if mediapipe_available() else "tracker"
+    if kind == "mediapipe":
+        if not mediapipe_available():
+            raise HandmeshError(
+                "--detector mediapipe needs mediapipe, which is not installed: run `pip install 'handmesh[mediapipe]'` "
+                "(mediapipe==0.10.14), or use --detector tracker"
+            )
+        return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+    if max_hands not in (None, 1):
+        raise HandmeshError(
+            f"--max-hands {max_hands} with the box tracker: it follows one hand; expected --max-hands 1, "
+            "or install mediapipe (`pip install 'handmesh[mediapipe]'`) for several hands"
+        )
+    return BoxTracker(width, height, is_left=left_hand)

@@ -1,0 +1,127 @@
+"""What the demo writes: the overlay video, per-frame meshes with a keypoint JSON, and snapshots.
+
+Everything is written atomically: a video goes to a hidden partial file in the same folder, renamed when finalised
+(an interrupted run leaves a finished video or none); meshes, JSON and images are written to a temp name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import trimesh
+
+from handmesh.demo.crop import HandEstimate
+from handmesh.errors import HandmeshError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes with the mp4v codec
+MESH_FORMATS = ("obj", "ply")
+KEYPOINTS_FILE = "keypoints.json"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    os.replace(temporary, path)
+
+
+def mesh_bytes(hand: HandEstimate, mesh_format: str) -> bytes | str:
+    """The hand's mesh as an .obj or .ply file's content (trimesh)."""
+    return trimesh.Trimesh(hand.vertices, hand.faces, process=False).export(file_type=mesh_format)
+
+
+class VideoRecorder:
+    """cv2.VideoWriter (mp4v) into a partial file; `close()` renames it to `path` if it holds a frame, else deletes it."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise HandmeshError(f"video output {self.path}: expected a name ending in one of {', '.join(VIDEO_SUFFIXES)}")
+        if not self.path.parent.is_dir():
+            raise HandmeshError(f"video output {self.path}: folder {self.path.parent} does not exist; create it first")
+        self.size = size  # (width, height) px
+        self.frames = 0
+        self._partial = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not self._writer.isOpened():
+            self._partial.unlink(missing_ok=True)
+            raise HandmeshError(f"could not open {self.path} for writing: expected a writable folder; check permissions")
+
+    def write(self, image: np.ndarray) -> None:
+        """image (H, W, 3) uint8 RGB, of the size given at the start."""
+        if (image.shape[1], image.shape[0]) != self.size:
+            raise ValueError(f"frame {image.shape[1]}x{image.shape[0]} differs from the video's {self.size[0]}x{self.size[1]}")
+        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finalise: the finished video's path, or None (and no file) when no frame was written."""
+        self._writer.release()
+        if self.frames == 0:
+            self._partial.unlink(missing_ok=True)
+            return None
+        os.replace(self._partial, self.path)
+        return self.path
+
+
+class MeshSaver:
+    """Per-frame meshes `frame_000012_right0.obj` in a folder, and `keypoints.json` with every frame's hands."""
+
+    def __init__(self, directory: str | os.PathLike, mesh_format: str, K: np.ndarray, source: str):
+        if mesh_format not in MESH_FORMATS:
+            raise HandmeshError(f"mesh format {mesh_format!r}: expected one of {', '.join(MESH_FORMATS)}")
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise HandmeshError(f"cannot create the mesh folder {self.directory} ({error}); pass a writable --save-meshes") from None
+        self.mesh_format = mesh_format
+        self._record = {"source": source, "intrinsics": np.asarray(K).tolist(), "units": "metres, pixels", "frames": []}
+        self.meshes = 0
+
+    def add(self, frame_index: int, time_s: float, hands: list[HandEstimate]) -> None:
+        entries = []
+        for rank, hand in enumerate(hands):
+            name = f"frame_{frame_index:06d}_{hand.side}{rank}.{self.mesh_format}"
+            write_atomic(self.directory / name, mesh_bytes(hand, self.mesh_format))
+            self.meshes += 1
+            entries.append(hand_record(hand) | {"mesh": name})
+        self._record["frames"].append({"frame": frame_index, "time": round(time_s, 6), "hands": entries})
+
+    def close(self) -> Path:
+        path = self.directory / KEYPOINTS_FILE
+        write_atomic(path, json.dumps(self._record))
+        return path
+
+
+def hand_record(hand: HandEstimate) -> dict:
+    return {
+        "side": hand.side,
+        "track_id": hand.track_id,
+        "box": hand.box.as_array().round(3).tolist(),  # (cx, cy, size) px
+        "keypoints_2d": hand.keypoints_2d.round(3).tolist(),  # (21, 2) px, full frame
+        "keypoints_3d": hand.keypoints_3d.round(6).tolist(),  # (21, 3) metres, camera frame
+    }
+
+
+def save_snapshot(directory: str | os.PathLike, image: np.ndarray, hands: list[HandEstimate], mesh_format: str) -> list[Path]:
+    """The shown image (PNG) and the current hands' meshes, named by the time; returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("snapshot_%Y%m%d-%H%M%S") + f"_{int(time.time() * 1000) % 1000:03d}"
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    written = []
+    if ok:
+        write_atomic(directory / f"{stem}.png", png.tobytes())
+        written.append(directory / f"{stem}.png")
+    for rank, hand in enumerate(hands):
+        path = directory / f"{stem}_{hand.side}{rank}.{mesh_format}"
+        write_atomic(path, mesh_bytes(hand, mesh_format))
+        written.append(path)
+    return written

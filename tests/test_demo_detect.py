@@ -1,0 +1,109 @@
+"""Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when installed)."""
+
+import numpy as np
+import pytest
+
+from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
+from handmesh.demo.detect import (
+    BoxTracker, Detection, TrackMatcher, is_left_from_mediapipe, make_detector, mediapipe_available,
+)
+from handmesh.errors import HandmeshError
+
+W, H = 640, 480
+
+
+def estimate(keypoints_2d: np.ndarray) -> HandEstimate:
+    return HandEstimate(np.zeros((778, 3), np.float32), np.zeros((1538, 3), np.int64), np.zeros((21, 3), np.float32),
+                        keypoints_2d.astype(np.float32), Box(0, 0, 1), is_left=False)
+
+
+def square_keypoints(cx: float, cy: float, half: float) -> np.ndarray:
+    """(21, 2): points spread over [cx - half, cx + half] x [cy - half / 2, cy + half / 2]."""
+    t = np.linspace(-1, 1, 21)
+    return np.stack([cx + half * t, cy + 0.5 * half * np.sin(7 * t)], axis=1)
+
+
+def test_tracker_starts_centred_and_follows_the_keypoints():
+    tracker = BoxTracker(W, H)
+    assert tracker.detect(np.zeros((H, W, 3), np.uint8)) == [Detection(Box(319.5, 239.5, 288.0), False, 1.0, 0)]
+    keypoints = square_keypoints(300, 200, 50)  # extent 100 px wide
+    tracker.update([estimate(keypoints)])
+    (detection,) = tracker.detect(np.zeros((H, W, 3), np.uint8))
+    low, high = keypoints.min(0), keypoints.max(0)
+    assert detection.box == Box(*((low + high) / 2), 100 * DEFAULT_BOX_SCALE)
+    assert detection.track_id == 0  # same track while it follows
+
+
+@pytest.mark.parametrize("keypoints", [
+    square_keypoints(300, 200, 5),  # 10 px: lost (smaller than 8 % of 480)
+    square_keypoints(700, 200, 50),  # centre outside the frame
+    square_keypoints(300, 200, 1000),  # far too large
+    np.full((21, 2), np.nan),
+])
+def test_tracker_resets_to_the_start_box_when_the_hand_is_lost(keypoints):
+    tracker = BoxTracker(W, H, is_left=True)
+    tracker.update([estimate(square_keypoints(300, 200, 50))])
+    tracker.update([estimate(keypoints)])
+    (detection,) = tracker.detect(np.zeros((H, W, 3), np.uint8))
+    assert detection.box == tracker.start_box and detection.is_left
+    assert detection.track_id == 1  # a new track: its smoothing starts afresh
+
+
+def test_tracker_with_no_hand_goes_back_to_start():
+    tracker = BoxTracker(W, H)
+    tracker.update([estimate(square_keypoints(300, 200, 50))])
+    tracker.update([])
+    assert tracker.box == tracker.start_box
+
+
+def test_track_matcher_keeps_ids_for_nearby_same_side_boxes():
+    matcher = TrackMatcher()
+    first = matcher.assign([Detection(Box(100, 100, 80), False, 0.9), Detection(Box(400, 100, 80), True, 0.8)])
+    assert [d.track_id for d in first] == [0, 1]
+    moved = matcher.assign([Detection(Box(410, 110, 80), True, 0.9), Detection(Box(120, 90, 80), False, 0.7)])
+    assert {(d.is_left, d.track_id) for d in moved} == {(True, 1), (False, 0)}
+    swapped_side = matcher.assign([Detection(Box(410, 110, 80), False, 0.9)])  # same place, other side: new hand
+    assert swapped_side[0].track_id == 2
+    far = matcher.assign([Detection(Box(600, 400, 80), False, 0.9)])
+    assert far[0].track_id == 3
+
+
+def test_mediapipe_handedness_label_is_for_the_mirrored_image():
+    assert is_left_from_mediapipe("Right") and not is_left_from_mediapipe("Left")
+
+
+def test_make_detector_choices():
+    assert isinstance(make_detector("tracker", W, H, None, left_hand=False, video=True), BoxTracker)
+    with pytest.raises(HandmeshError, match="max-hands 2"):
+        make_detector("tracker", W, H, 2, left_hand=False, video=True)
+    with pytest.raises(HandmeshError, match="expected one of"):
+        make_detector("yolo", W, H, None, left_hand=False, video=True)
+    if not mediapipe_available():
+        assert isinstance(make_detector("auto", W, H, None, left_hand=False, video=True), BoxTracker)
+        with pytest.raises(HandmeshError, match="pip install"):
+            make_detector("mediapipe", W, H, None, left_hand=False, video=True)
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe not installed (optional extra handmesh[mediapipe])")
+def test_mediapipe_finds_a_rendered_hand_and_frames_it_like_the_tracker(tmp_path):
+    """Its handedness is not checked here: on the stand-in hand (not a real one) mediapipe's classifier is unsure
+    (scores about 0.6, and it flips with the background); the label convention follows mediapipe's documentation."""
+    from handmesh.demo.detect import MediaPipeDetector
+    from handmesh.demo.synthetic import write_synthetic_clip
+    from handmesh.mano_file import resolve_mano_dir
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", resolve_mano_dir().directory, frames=1, width=W, height=H,
+                                fill=0.6)
+    import cv2
+
+    ok, frame = cv2.VideoCapture(str(clip.path)).read()
+    frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    detector = MediaPipeDetector(max_hands=2, video=False)
+    try:
+        assert detector.detect(np.zeros((H, W, 3), np.uint8)) == []
+        (hand,) = detector.detect(frame)
+        truth = Box.around(clip.keypoints_2d[0])
+        assert abs(hand.box.cx - truth.cx) < 0.1 * truth.size and abs(hand.box.cy - truth.cy) < 0.1 * truth.size
+        assert 0.8 < hand.box.size / truth.size < 1.25
+    finally:
+        detector.close()

@@ -1,0 +1,236 @@
+"""The stand-in hand's triangle mesh: 778 vertices, 1538 faces, open at the wrist, in MANO's vertex budget.
+
+Digits are tubes of 8-vertex rings along their bones (a ring on every finger joint distal to the web), closed by
+a rounded cap whose pole is the fingertip vertex. The palm is everything else: a disc with five holes (the
+digits' first rings) and an open 16-vertex wrist ring. Its vertices are rays cast from a point inside the palm,
+spread by farthest-point sampling and triangulated in a stereographic image of the ray directions, where the
+holes and the wrist ring are simple loops. Every vertex lies on `Anatomy.field`'s zero set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import Delaunay
+
+from handmesh.joints import FINGERTIP_VERTEX_IDS, NUM_FACES, NUM_VERTICES
+from handmesh.standin.anatomy import FINGERS, WRIST, Anatomy, Chain
+
+RING = 8  # vertices around a digit
+WRIST_RING = 16  # vertices of the open wrist boundary (MANO's wrist hole has 16 edges)
+SPACING = 0.0068  # metres: largest gap between a digit's rings
+CAP_ANGLES = np.radians([58.0, 28.0])  # polar angles of the cap rings, from the digit's axis
+TUBE_START = {"index": 0.5, "middle": 0.5, "pinky": 0.5, "ring": 0.5, "thumb": 0.35}  # first ring, along bone 1
+WRIST_CUT = 0.008  # metres proximal to the wrist joint where the mesh ends
+PALM_CENTRE = WRIST + np.array([-0.046, -0.003, 0.003])  # (3,) rays of the palm start here
+# Tip vertex id of each digit in FINGERS order (index, middle, pinky, ring, thumb).
+TIP_IDS = dict(zip(("thumb", "index", "middle", "ring", "pinky"), FINGERTIP_VERTEX_IDS))
+
+
+@dataclass(frozen=True)
+class HandMesh:
+    """The rest mesh and what the rig needs to know about each vertex."""
+
+    vertices: np.ndarray  # (778, 3) float64 metres
+    faces: np.ndarray  # (1538, 3) int64, outward winding
+    digit: np.ndarray  # (778,) int64: index into FINGERS for digit-tube vertices, -1 for the palm
+    axial: np.ndarray  # (778,) float64 metres along the digit's bones from its base joint (tube vertices; else 0)
+    joint_rings: dict[int, np.ndarray]  # MANO joint id -> vertex ids of the ring on that joint (PIP, DIP, IP)
+    wrist_ring: np.ndarray  # (16,) vertex ids of the open boundary, in order
+
+
+@dataclass
+class _Tube:
+    vertices: np.ndarray  # (n, 3)
+    faces: np.ndarray  # (m, 3) local ids
+    axial: np.ndarray  # (n,)
+    joint_rings: dict[int, np.ndarray]  # MANO joint id -> local ids
+    tip: int  # local id of the pole
+
+
+def _point_on_chain(chain: Chain, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Axis point, direction and dorsal unit vector at arc length t along the chain's bones."""
+    lengths = chain.lengths()
+    directions = chain.directions()
+    knots = np.concatenate([[0.0], np.cumsum(lengths)])
+    bone = int(np.clip(np.searchsorted(knots, t, side="right") - 1, 0, 2))
+    point = chain.points[bone] + (t - knots[bone]) * directions[bone]
+    direction, dorsal = directions[bone], chain.dorsal[bone]
+    if bone > 0 and abs(t - knots[bone]) < 1e-9:  # on a joint: halfway between the two bones' frames
+        direction = directions[bone - 1] + directions[bone]
+        dorsal = chain.dorsal[bone - 1] + chain.dorsal[bone]
+    direction = direction / np.linalg.norm(direction)
+    dorsal = dorsal - dorsal.dot(direction) * direction
+    return point, direction, dorsal / np.linalg.norm(dorsal)
+
+
+def _tube(anatomy: Anatomy, chain: Chain, first_joint: int) -> _Tube:
+    """Rings from the web to the tip centre, then the cap. `first_joint` is the MANO id of the chain's base joint."""
+    lengths = chain.lengths()
+    knots = np.concatenate([[0.0], np.cumsum(lengths)])
+    tip_centre = knots[3] - chain.radii[3]
+    bone = 1 if chain.name == "thumb" else 0  # the bone the web lies on: the thumb's is past its metacarpal
+    start = knots[bone] + lengths[bone] * TUBE_START[chain.name]
+    stops = [start] + [k for k in knots[1:3] if k > start] + [tip_centre]
+    ts = [start]
+    for a, b in zip(stops[:-1], stops[1:]):
+        pieces = int(np.ceil((b - a) / SPACING - 1e-9))
+        ts.extend(a + (b - a) * np.arange(1, pieces + 1) / pieces)
+    angles = 2.0 * np.pi * np.arange(RING) / RING
+    origins, rays, axial = [], [], []
+    for t in ts:
+        point, direction, dorsal = _point_on_chain(chain, t)
+        lateral = np.cross(dorsal, direction)
+        ring = np.outer(np.cos(angles), lateral) + np.outer(np.sin(angles), dorsal)
+        origins.append(np.repeat(point[None], RING, 0))
+        rays.append(ring)
+        axial.append(np.full(RING, t))
+    centre, direction, dorsal = _point_on_chain(chain, tip_centre)
+    lateral = np.cross(dorsal, direction)
+    for polar in CAP_ANGLES:
+        ring = np.outer(np.cos(angles), lateral) + np.outer(np.sin(angles), dorsal)
+        origins.append(np.repeat(centre[None], RING, 0))
+        rays.append(np.cos(polar) * direction + np.sin(polar) * ring)
+        axial.append(tip_centre + chain.radii[3] * np.full(RING, np.cos(polar)))
+    origins.append(centre[None])
+    rays.append(direction[None])
+    axial.append(np.array([knots[3]]))
+    origins, rays = np.concatenate(origins), np.concatenate(rays)
+    vertices = anatomy.cast(origins, rays, max_length=3.0 * chain.radii[0])
+    rings = len(ts) + len(CAP_ANGLES)
+    faces = []
+    for r in range(rings - 1):
+        for k in range(RING):
+            a, b = r * RING + k, r * RING + (k + 1) % RING
+            faces += [(a, b, b + RING), (a, b + RING, a + RING)]
+    pole = rings * RING
+    for k in range(RING):
+        faces.append(((rings - 1) * RING + k, (rings - 1) * RING + (k + 1) % RING, pole))
+    joint_rings = {}
+    for j, knot in ((first_joint + 1, knots[1]), (first_joint + 2, knots[2])):
+        match = [i for i, t in enumerate(ts) if abs(t - knot) < 1e-9]
+        if match:
+            joint_rings[j] = match[0] * RING + np.arange(RING)
+    return _Tube(vertices, np.array(faces), np.concatenate(axial), joint_rings, pole)
+
+
+def _stereographic(points: np.ndarray, pole: np.ndarray) -> np.ndarray:
+    """(N, 2) stereographic image of the directions from PALM_CENTRE to points (N, 3), from `pole` (unit)."""
+    e1 = np.cross(pole, [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(pole, e1)
+    q = points - PALM_CENTRE
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return np.stack([q @ e1, q @ e2], axis=1) / (1.0 - q @ pole)[:, None]
+
+
+def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N,) bool: even-odd test of points (N, 2) against a closed polygon (M, 2)."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    ax, ay = polygon[:, 0], polygon[:, 1]
+    bx, by = np.roll(ax, -1), np.roll(ay, -1)
+    crosses = ((ay > y) != (by > y)) & (x < (bx - ax) * (y - ay) / (by - ay + 1e-300) + ax)
+    return crosses.sum(axis=1) % 2 == 1
+
+
+def _fibonacci_sphere(count: int) -> np.ndarray:
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    phi = np.pi * (1.0 + 5.0 ** 0.5) * i
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def _farthest_points(candidates: np.ndarray, fixed: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` candidates (N, 3) chosen greedily farthest from `fixed` (M, 3) and each other."""
+    gap = np.min(np.linalg.norm(candidates[:, None] - fixed[None], axis=2), axis=1)
+    chosen = []
+    for _ in range(count):
+        best = int(np.argmax(gap))
+        chosen.append(best)
+        gap = np.minimum(gap, np.linalg.norm(candidates - candidates[best], axis=1))
+    return np.array(chosen)
+
+
+def _wrist_ring(anatomy: Anatomy) -> np.ndarray:
+    """(16, 3) the open boundary: rays in the cut plane from the wrist's axis."""
+    centre = WRIST + np.array([WRIST_CUT, 0.0, 0.0])
+    angles = 2.0 * np.pi * np.arange(WRIST_RING) / WRIST_RING
+    rays = np.stack([np.zeros(WRIST_RING), np.sin(angles), np.cos(angles)], axis=1)
+    return anatomy.cast(np.repeat(centre[None], WRIST_RING, 0), rays, max_length=0.06)
+
+
+def _palm(anatomy: Anatomy, wrist: np.ndarray, holes: list[np.ndarray], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` palm vertices and the palm's faces over [wrist ring, hole rings..., palm vertices] (global order)."""
+    pole = WRIST + np.array([WRIST_CUT, 0.0, 0.0]) - PALM_CENTRE
+    pole /= np.linalg.norm(pole)
+    loops = [_stereographic(wrist, pole)] + [_stereographic(h, pole) for h in holes]
+    directions = _fibonacci_sphere(24000)
+    flat = _stereographic(PALM_CENTRE + directions, pole)
+    keep = _inside(flat, loops[0])
+    for loop in loops[1:]:
+        keep &= ~_inside(flat, loop)
+    candidates = anatomy.cast(np.repeat(PALM_CENTRE[None], keep.sum(), 0), directions[keep], max_length=0.15)
+    boundary = np.concatenate([wrist] + holes)
+    # Keep candidates off the boundary so that every boundary edge survives the triangulation.
+    near = np.min(np.linalg.norm(candidates[:, None] - boundary[None], axis=2), axis=1)
+    candidates = candidates[near > 0.45 * SPACING]
+    chosen = candidates[_farthest_points(candidates, boundary, count)]
+    points = np.concatenate([boundary, chosen])
+    flat = _stereographic(points, pole)
+    # Shrink each hole about its centre in the plane: only the topology comes from this picture, and narrower
+    # holes keep neighbouring rings' edges from crowding each other out of the Delaunay triangulation.
+    start = len(wrist)
+    for hole in holes:
+        ids = slice(start, start + len(hole))
+        flat[ids] = flat[ids].mean(0) + 0.8 * (flat[ids] - flat[ids].mean(0))
+        start += len(hole)
+    triangles = Delaunay(flat).simplices
+    centroids = flat[triangles].mean(axis=1)
+    keep = _inside(centroids, flat[: len(wrist)])
+    start = len(wrist)
+    for hole in holes:
+        keep &= ~_inside(centroids, flat[start: start + len(hole)])
+        start += len(hole)
+    triangles = triangles[keep]
+    # Orient outward: the ray direction from the palm centre and the face normal must agree.
+    a, b, c = (points[triangles[:, i]] for i in range(3))
+    normals = np.cross(b - a, c - a)
+    if np.sum(np.einsum("ij,ij->i", normals, (a + b + c) / 3.0 - PALM_CENTRE)) < 0:
+        triangles = triangles[:, ::-1]
+    return chosen, triangles
+
+
+def build_mesh(anatomy: Anatomy | None = None) -> HandMesh:
+    """The rest mesh with MANO's vertex and face counts; the fingertip poles sit at FINGERTIP_VERTEX_IDS."""
+    anatomy = anatomy or Anatomy.default()
+    tubes = [_tube(anatomy, chain, 1 + 3 * k) for k, chain in enumerate(anatomy.digits)]
+    wrist = _wrist_ring(anatomy)
+    holes = [tube.vertices[:RING] for tube in tubes]
+    tube_total = sum(len(tube.vertices) for tube in tubes)
+    palm_count = NUM_VERTICES - WRIST_RING - tube_total
+    palm_points, palm_faces = _palm(anatomy, wrist, holes, palm_count)
+    # Working order: wrist ring, palm interior, then each tube (its first ring is a palm hole).
+    tube_offsets = np.cumsum([WRIST_RING + palm_count] + [len(t.vertices) for t in tubes])[:-1]
+    to_work = np.concatenate([np.arange(WRIST_RING)]
+                             + [tube_offsets[k] + np.arange(RING) for k in range(len(tubes))]
+                             + [WRIST_RING + np.arange(palm_count)])
+    vertices = np.concatenate([wrist, palm_points] + [t.vertices for t in tubes])
+    faces = [to_work[palm_faces]] + [t.faces + off for t, off in zip(tubes, tube_offsets)]
+    faces = np.concatenate(faces)
+    digit = np.concatenate([np.full(WRIST_RING + palm_count, -1)]
+                           + [np.full(len(t.vertices), k) for k, t in enumerate(tubes)])
+    axial = np.concatenate([np.zeros(WRIST_RING + palm_count)] + [t.axial for t in tubes])
+    if len(vertices) != NUM_VERTICES or len(faces) != NUM_FACES:
+        raise RuntimeError(f"stand-in mesh has {len(vertices)} vertices and {len(faces)} faces; "
+                           f"expected {NUM_VERTICES} and {NUM_FACES}")
+    # Final order: the working order, with each tip pole moved to its MANO fingertip id.
+    tips = {tube_offsets[k] + t.tip: TIP_IDS[FINGERS[k]] for k, t in enumerate(tubes)}
+    rest = iter([i for i in range(NUM_VERTICES) if i not in tips])
+    slot_of_tip = {slot: work for work, slot in tips.items()}
+    order = np.array([slot_of_tip[s] if s in slot_of_tip else next(rest) for s in range(NUM_VERTICES)])
+    new_id = np.empty(NUM_VERTICES, dtype=np.int64)
+    new_id[order] = np.arange(NUM_VERTICES)
+    rings = {j: new_id[off + ids] for t, off in zip(tubes, tube_offsets) for j, ids in t.joint_rings.items()}
+    return HandMesh(vertices[order], new_id[faces], digit[order], axial[order], rings, new_id[np.arange(WRIST_RING)])

@@ -1,0 +1,221 @@
+"""The stand-in hand model: MANO's file format exactly, a hand's shape, and a rig that moves like one."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from handmesh.joints import FINGERTIP_VERTEX_IDS, MANO_PARENTS
+from handmesh.standin import STANDIN_KEY, build_standin, write_standin
+from handmesh.standin.mesh import HandMesh
+
+torch.set_num_threads(2)
+
+SHAPES = {
+    "v_template": ((778, 3), np.float64),
+    "f": ((1538, 3), np.uint32),
+    "kintree_table": ((2, 16), np.int64),
+    "weights": ((778, 16), np.float64),
+    "shapedirs": ((778, 3, 10), np.float64),
+    "posedirs": ((778, 3, 135), np.float64),
+    "hands_components": ((45, 45), np.float64),
+    "hands_mean": ((45,), np.float64),
+    "J": ((16, 3), np.float64),
+}
+# Finger (FreiHAND order: thumb, index, middle, ring, pinky) -> its MANO joints.
+FINGER_JOINTS = {0: (13, 14, 15), 1: (1, 2, 3), 2: (4, 5, 6), 3: (10, 11, 12), 4: (7, 8, 9)}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("standin")
+    paths = write_standin(folder)
+    models = {side: pickle.loads(path.read_bytes(), encoding="latin1") for side, path in zip(("right", "left"), paths)}
+    return folder, paths, models
+
+
+@pytest.fixture(scope="module")
+def right(written):
+    return written[2]["right"]
+
+
+def _lbs(model: dict, hand_pose: np.ndarray, betas: np.ndarray | None = None) -> np.ndarray:
+    """(778, 3) vertices posed by smplx's own LBS from the file's arrays; hand_pose (45,) axis-angle."""
+    from smplx.lbs import lbs
+
+    f64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    pose = torch.cat([torch.zeros(3, dtype=torch.float64), f64(hand_pose)])[None]
+    vertices, _ = lbs(
+        f64(np.zeros(10) if betas is None else betas)[None], pose, f64(model["v_template"]), f64(model["shapedirs"]),
+        f64(model["posedirs"].reshape(-1, 135).T), f64(model["J_regressor"].toarray()),
+        torch.tensor([-1, *MANO_PARENTS[1:]]), f64(model["weights"]),
+    )
+    return vertices[0].numpy()
+
+
+def test_every_key_with_mano_shapes_and_dtypes(right):
+    for key, (shape, dtype) in SHAPES.items():
+        assert right[key].shape == shape and right[key].dtype == dtype, key
+    assert isinstance(right["J_regressor"], scipy.sparse.csc_matrix) and right["J_regressor"].shape == (16, 778)
+    assert right["hands_coeffs"].shape[1] == 45 and right["hands_coeffs"].shape[0] >= 45
+    assert right["bs_style"] == "lbs" and right["bs_type"] == "lrotmin"
+    assert right[STANDIN_KEY] == "handmesh stand-in hand model; not MANO"
+    assert right["kintree_table"][0, 0] == 4294967295
+    assert tuple(right["kintree_table"][0, 1:]) == MANO_PARENTS[1:]
+    assert tuple(right["kintree_table"][1]) == tuple(range(16))
+    np.testing.assert_allclose(right["weights"].sum(axis=1), 1.0, atol=1e-12)
+    assert right["weights"].min() >= 0.0
+    np.testing.assert_allclose(np.asarray(right["J_regressor"].sum(axis=1)).ravel(), 1.0, atol=1e-12)
+    np.testing.assert_allclose(right["J"], right["J_regressor"] @ right["v_template"], atol=1e-12)
+
+
+def test_mesh_is_a_disc_open_only_at_the_wrist_and_wound_outward(right):
+    import trimesh
+
+    faces = right["f"].astype(np.int64)
+    assert np.array_equal(np.unique(faces), np.arange(778))  # every vertex used
+    edges = Counter(map(tuple, np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)))
+    assert set(edges.values()) == {1, 2}
+    boundary = [e for e, n in edges.items() if n == 1]
+    assert len(boundary) == 16
+    loop_vertices = Counter(v for e in boundary for v in e)
+    assert set(loop_vertices.values()) == {2} and len(loop_vertices) == 16  # one simple loop of 16 edges
+    mesh = trimesh.Trimesh(right["v_template"], faces, process=False)
+    assert mesh.is_winding_consistent and mesh.euler_number == 1
+    # Closed with a fan over the wrist hole, the volume is positive: faces wind outward.
+    loop = np.array(sorted(loop_vertices))
+    centre = len(right["v_template"])
+    directed = {(a, b) for a, b in np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+                if (min(a, b), max(a, b)) in set(boundary)}
+    cap = [(b, a, centre) for a, b in directed]
+    closed = trimesh.Trimesh(np.vstack([right["v_template"], right["v_template"][loop].mean(0)]),
+                             np.vstack([faces, cap]), process=False)
+    assert closed.is_watertight and closed.volume > 0
+    assert 2.5e-4 < closed.volume < 6e-4  # m^3: an adult hand is about 400 ml
+
+
+def test_two_writes_give_identical_bytes(written, tmp_path):
+    _, paths, _ = written
+    again = write_standin(tmp_path)
+    assert [p.name for p in again] == ["MANO_RIGHT.pkl", "MANO_LEFT.pkl"]
+    for first, second in zip(paths, again):
+        assert first.read_bytes() == second.read_bytes()
+
+
+def _finger_vertices(model: dict, finger: int) -> np.ndarray:
+    """Ids of the vertices that bending the finger's first joint moves (weight > 0 on its bones)."""
+    joints = FINGER_JOINTS[finger]
+    return np.flatnonzero(model["weights"][:, list(joints)].sum(axis=1) > 0.5)
+
+
+def test_fingertip_vertices_are_the_distal_extremes_of_their_fingers(right):
+    v, joints = right["v_template"], right["J"]
+    for finger, tip in enumerate(FINGERTIP_VERTEX_IDS):
+        base, _, last = FINGER_JOINTS[finger]
+        direction = joints[last] - joints[base]
+        direction /= np.linalg.norm(direction)
+        ids = _finger_vertices(right, finger)
+        assert tip in ids
+        assert np.argmax(v[ids] @ direction) == np.flatnonzero(ids == tip)[0]
+        assert 0.015 < np.linalg.norm(v[tip] - joints[last]) < 0.035  # last joint to tip: a distal phalanx
+
+
+def test_proportions_of_an_adult_hand(right):
+    v, joints = right["v_template"], right["J"]
+    wrist_to_middle_tip = np.linalg.norm(v[FINGERTIP_VERTEX_IDS[2]] - joints[0])
+    assert 0.175 < wrist_to_middle_tip < 0.195
+    widths = []
+    for finger in (1, 2, 3, 4):  # width across the middle phalanx
+        _, pip, dip = FINGER_JOINTS[finger]
+        centre = 0.5 * (joints[pip] + joints[dip])
+        axis = (joints[dip] - joints[pip]) / np.linalg.norm(joints[dip] - joints[pip])
+        rel = v - centre
+        radial = rel - np.outer(rel @ axis, axis)
+        radial = radial[(np.abs(rel @ axis) < 0.004) & (np.linalg.norm(radial, axis=1) < 0.015)]
+        widths.append(2 * np.max(np.abs(radial[:, 2])))
+    assert all(0.012 < w < 0.021 for w in widths), widths
+    # MANO's frame: fingers along -x from the wrist, palm facing -y, thumb toward +z.
+    assert v[FINGERTIP_VERTEX_IDS[2], 0] < joints[0, 0] - 0.15
+    assert joints[14, 2] > joints[1, 2] > joints[4, 2] > joints[10, 2] > joints[7, 2]
+
+
+def test_bending_the_index_pip_moves_only_the_index_beyond_it(right):
+    pose = np.zeros(45)
+    pose[3:6] = [0.0, 0.0, np.radians(60)]  # joint 2 (index PIP), flexion about z
+    rest = _lbs(right, np.zeros(45))
+    np.testing.assert_allclose(rest, right["v_template"], atol=1e-9)  # the flat pose is the template
+    moved = np.linalg.norm(_lbs(right, pose) - rest, axis=1) > 1e-6
+    joints = right["J"]
+    axis = (joints[3] - joints[2]) / np.linalg.norm(joints[3] - joints[2])
+    # Distal to the PIP, or within reach of its weight blend and pose corrective (8 mm).
+    beyond = (right["v_template"] - joints[2]) @ axis > -0.008
+    index = np.zeros(778, dtype=bool)
+    index[_finger_vertices(right, 1)] = True
+    assert moved.sum() > 40
+    assert not np.any(moved & ~(index & beyond))
+    # The tip bends toward the palm (-y) and stays at the same distance from the PIP.
+    tip = FINGERTIP_VERTEX_IDS[1]
+    posed = _lbs(right, pose)
+    assert posed[tip, 1] < rest[tip, 1] - 0.02
+    assert np.linalg.norm(posed[tip] - joints[2]) == pytest.approx(np.linalg.norm(rest[tip] - joints[2]), abs=2e-3)
+
+
+def test_hands_components_are_an_orthonormal_pca_of_curled_grasps(right):
+    components, coeffs = right["hands_components"], right["hands_coeffs"]
+    np.testing.assert_allclose(components @ components.T, np.eye(45), atol=1e-10)
+    variances = coeffs.var(axis=0)
+    assert np.all(np.diff(variances) <= 1e-12)  # sorted by falling variance
+    assert variances[:6].sum() > 0.8 * variances.sum()  # a few components carry the grasps
+    flexion = right["hands_mean"].reshape(15, 3)[:12, 2]
+    assert np.all(flexion > 0.1) and np.all(flexion < 1.0)  # the mean hand is slightly curled
+
+
+def test_left_is_the_mirror_image_of_the_right(written):
+    right, left = written[2]["right"], written[2]["left"]
+    flip = np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(left["v_template"], right["v_template"] * flip)
+    np.testing.assert_array_equal(left["f"], right["f"][:, ::-1])
+    np.testing.assert_array_equal(left["weights"], right["weights"])
+    assert (left["J_regressor"] != right["J_regressor"]).nnz == 0
+    aa = np.tile([1.0, -1.0, -1.0], 15)
+    np.testing.assert_array_equal(left["hands_mean"], right["hands_mean"] * aa)
+    # Posing the left model with the mirrored pose and shape gives the mirror of the posed right hand.
+    rng = np.random.default_rng(0)
+    pose, betas = rng.normal(0.0, 0.4, 45), rng.normal(0.0, 1.0, 10)
+    np.testing.assert_allclose(_lbs(left, pose * aa, betas), _lbs(right, pose, betas) * flip, atol=1e-10)
+
+
+def test_loads_in_smplx_and_the_handmesh_loader(written):
+    import smplx
+
+    folder = written[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = smplx.MANO(model_path=str(folder), is_rhand=True, use_pca=False, flat_hand_mean=True)
+    output = model(hand_pose=torch.zeros(1, 45), global_orient=torch.zeros(1, 3), betas=torch.zeros(1, 10))
+    np.testing.assert_allclose(output.vertices[0].detach().numpy(), written[2]["right"]["v_template"], atol=1e-6)
+
+    from handmesh.mano_file import load_mano_file
+
+    for side, path in zip(("right", "left"), written[1]):
+        loaded = load_mano_file(path, side=side)
+        assert loaded.is_standin and loaded.side == side
+
+
+def test_shape_directions_keep_a_plausible_hand(right):
+    v, tip = right["v_template"], FINGERTIP_VERTEX_IDS[2]
+    def length(verts: np.ndarray) -> float:  # wrist joint to middle fingertip, metres
+        return float(np.linalg.norm(verts[tip] - (right["J_regressor"] @ verts)[0]))
+
+    for beta in range(10):
+        for value in (-2.0, 2.0):
+            shaped = v + right["shapedirs"][:, :, beta] * value
+            change = np.linalg.norm(shaped - v, axis=1).max()
+            assert 0.001 < change < 0.03, (beta, value, change)
+            assert 0.15 < length(shaped) < 0.22

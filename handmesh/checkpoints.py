@@ -1,0 +1,88 @@
+"""Checkpoint files: atomic writes and safe reads (weights_only: no code runs), and handmesh's own metadata in them.
+
+Lightning writes the training state (weights, optimizer, scheduler, loops, callbacks); `lit_module` adds a
+`handmesh` entry of plain values that lets `inference.Predictor` rebuild the network without Lightning. No Lightning
+import here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from handmesh.errors import CheckpointError
+
+METADATA_KEY = "handmesh"  # checkpoint["handmesh"] = {"format": ..., "model_args": {...}, "mano": {...}}
+FORMAT_VERSION = 1
+MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.model`
+
+
+def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint with `torch.load(weights_only=True)`; every failure becomes a CheckpointError that says why."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: expected a .ckpt file written by `handmesh fit` "
+                              "(e.g. runs/quickstart/checkpoints/best.ckpt).")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain values ({_first_line(error)}). "
+            "Expected a checkpoint written by `handmesh fit`; a foreign or tampered file could run code."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {_first_line(error)}); it may be truncated "
+            "or corrupt. Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} holds no model state_dict; expected a checkpoint written by `handmesh fit`.")
+    return checkpoint
+
+
+def metadata(checkpoint: dict, path: str | os.PathLike) -> dict:
+    """The `handmesh` entry (format, model_args, mano), checked; a CheckpointError for other programs' checkpoints."""
+    entry = checkpoint.get(METADATA_KEY)
+    if not isinstance(entry, dict) or not isinstance(entry.get("model_args"), dict):
+        raise CheckpointError(
+            f"{path} is a checkpoint from another program or model (no '{METADATA_KEY}' entry with the network's "
+            "construction arguments); expected one written by `handmesh fit`."
+        )
+    if entry.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses handmesh checkpoint format {entry.get('format')}, expected {FORMAT_VERSION}; "
+            "use the handmesh version that wrote it, or train again."
+        )
+    return entry
+
+
+def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The HandModel's weights from a Lightning checkpoint (the `model.` prefix removed)."""
+    state = checkpoint["state_dict"]
+    return {key[len(MODEL_PREFIX):]: value for key, value in state.items() if key.startswith(MODEL_PREFIX)}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

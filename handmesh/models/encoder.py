@@ -1,0 +1,123 @@
+"""FastViT image encoder (timm): a feature map from [0, 1] images, with ImageNet weights from timm's cache or a file.
+
+Any timm FastViT works by name (`fastvit_t8` ... `fastvit_ma36`, optionally with a tag like `.apple_dist_in1k`).
+Sizes and normalisation are read from the model (`num_features`, `resolve_model_data_config`), never hard-coded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from handmesh.errors import CheckpointError, HandmeshError
+
+PRETRAINED_NONE = None  # random initialisation (tests, the CPU quickstart)
+PRETRAINED_TIMM = "timm"  # timm's ImageNet weights, read from the local Hugging Face cache (never downloaded here)
+
+
+class Encoder(nn.Module):
+    """images (B, 3, S, S) float in [0, 1], RGB -> features (B, C, S/32, S/32), C = `num_features`.
+
+    pretrained: None (random), "timm" (the cached ImageNet weights of `name`), or a path to a `.safetensors` /
+    `.pth` / `.pt` state dict of the same timm model (classifier keys are ignored; every backbone key must match).
+    """
+
+    def __init__(self, name: str = "fastvit_ma36", pretrained: str | None = PRETRAINED_NONE, drop_path_rate: float = 0.0):
+        super().__init__()
+        if not name.startswith("fastvit"):
+            raise HandmeshError(f"encoder {name!r} is not a timm FastViT; expected a name like 'fastvit_t8' or 'fastvit_ma36'")
+        try:
+            self.backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", drop_path_rate=drop_path_rate)
+        except RuntimeError as error:  # timm: "Unknown model (...)"
+            raise HandmeshError(f"timm has no model {name!r} ({error}); expected e.g. 'fastvit_t8' or 'fastvit_ma36'") from None
+        self.name = name
+        self.num_features: int = self.backbone.num_features
+        data_config = timm.data.resolve_model_data_config(self.backbone)
+        self.register_buffer("mean", torch.tensor(data_config["mean"]).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(data_config["std"]).reshape(1, 3, 1, 1), persistent=False)
+        if pretrained == PRETRAINED_TIMM:
+            self.load_backbone_weights(cached_timm_weights(self.backbone.pretrained_cfg, name))
+        elif pretrained:
+            self.load_backbone_weights(pretrained)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)
+        x = ((images - self.mean) / self.std).contiguous()  # (B, 3, S, S) normalised
+        return self.backbone.forward_features(x)  # (B, C, S/32, S/32)
+
+    def load_backbone_weights(self, path: str | os.PathLike) -> None:
+        """Load a timm state dict file into the backbone, strictly on the backbone keys; the classifier is ignored."""
+        state = read_state_dict(Path(path))
+        classifier = self.backbone.pretrained_cfg.get("classifier") or "head.fc"
+        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+        expected = self.backbone.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong_shape:
+            raise CheckpointError(
+                f"{path} does not fit timm's {self.name} backbone: {len(missing)} missing keys {missing[:4]}, "
+                f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(wrong_shape)} with other shapes "
+                f"{wrong_shape[:4]}. Expected the train-time (not reparameterised) weights of {self.name}; pass the "
+                f"matching --model.encoder or another --model.pretrained."
+            )
+        self.backbone.load_state_dict(state, strict=True)
+
+    def reparameterize(self) -> None:
+        """Fold the train-time branches (MobileOne / RepMixer / RepCPE) into single convolutions, in place.
+
+        Outputs are unchanged up to float rounding; use for inference only (the folded model has other keys).
+        """
+        from timm.utils.model import reparameterize_model
+
+        reparameterize_model(self.backbone, inplace=True)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors` or a torch file (loaded with weights_only: no code runs)."""
+    if not path.is_file():
+        raise CheckpointError(f"no encoder weights at {path}: expected a .safetensors or .pth file of a timm FastViT.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to parse means a corrupt or foreign file
+        raise CheckpointError(
+            f"could not read encoder weights {path} ({type(error).__name__}: {error}); expected a timm state dict "
+            "saved as .safetensors or with torch.save."
+        ) from None
+    for key in ("state_dict", "model"):  # common wrappers around a state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors; expected timm FastViT weights.")
+    return state
+
+
+def cached_timm_weights(pretrained_cfg: dict, name: str) -> Path:
+    """The local file of timm's ImageNet weights for this model, from the Hugging Face cache; never downloads.
+
+    Same files `timm.create_model(name, pretrained=True)` would fetch; looking them up directly keeps this offline
+    without touching HF_HUB_OFFLINE (which huggingface_hub reads once, at import).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = pretrained_cfg.get("hf_hub_id")
+    if repo:
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo_id=repo, filename=filename)
+            if isinstance(found, str):
+                return Path(found)
+    raise CheckpointError(
+        f"timm's ImageNet weights for {name} ({repo or 'no Hugging Face id'}) are not in the local Hugging Face cache. "
+        f"On a machine with internet run: python -c \"import timm; timm.create_model('{name}', pretrained=True)\" "
+        "(this fills ~/.cache/huggingface), or pass --model.pretrained /path/to/weights.safetensors, or "
+        "--model.pretrained null to start from random weights."
+    )

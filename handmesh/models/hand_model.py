@@ -1,0 +1,107 @@
+"""The network as a plain nn.Module: image crop -> encoder -> regressor -> MANO -> camera-frame mesh and keypoints.
+
+No Lightning and no data code here: training wraps it (`lit_module.py`), inference loads its weights without Lightning
+(`inference.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from handmesh.errors import HandmeshError
+from handmesh.geometry import project_points, rot6d_to_rotmat, rotmat_to_rot6d, weak_perspective_to_translation
+from handmesh.joints import NUM_POSE_PARAMS, ROOT_KEYPOINT
+from handmesh.mano import ManoLayer
+from handmesh.models.encoder import Encoder
+from handmesh.models.regressor import build_regressor
+
+# A typical weak-perspective camera (s, tx, ty) for a hand filling about half of a centred crop: the wrist-to-
+# fingertip span (~0.18 m) covers ~0.9 of the normalised width 2, so s ~ 5 per metre; the wrist sits ~0.08 m below
+# the hand's centre, so ty ~ 0.08 - 0.09 m when fingers point up. The regressor refines it per image.
+DEFAULT_MEAN_CAMERA = (5.0, 0.0, 0.0)
+
+
+@dataclass
+class HandOutput:
+    """One batch of predictions. Metres unless noted; camera frame = the crop's camera (its K)."""
+
+    vertices: torch.Tensor  # (B, 778, 3) camera frame
+    keypoints_3d: torch.Tensor  # (B, 21, 3) camera frame, FreiHAND order
+    keypoints_2d: torch.Tensor  # (B, 21, 2) pixels in the crop
+    camera: torch.Tensor  # (B, 3) weak perspective (s, tx, ty)
+    translation: torch.Tensor  # (B, 3) camera-frame position of the root (wrist)
+    pose_rotmat: torch.Tensor  # (B, 16, 3, 3) full MANO rotations (flat hand = identity), MANO joint order
+    betas: torch.Tensor  # (B, 10)
+    vertices_rel: torch.Tensor  # (B, 778, 3) relative to the wrist keypoint
+    keypoints_rel: torch.Tensor  # (B, 21, 3) relative to the wrist keypoint (row 0 is zero)
+
+
+class HandModel(nn.Module):
+    """images (B, 3, S, S) float in [0, 1] RGB, K (B, 3, 3) crop intrinsics (pixels) -> `HandOutput`.
+
+    `mano` is the MANO layer (its arrays are non-persistent buffers: checkpoints hold the network only). The other
+    arguments are plain values, returned by `construction_args()` so a checkpoint can rebuild the same network.
+    """
+
+    def __init__(
+        self,
+        mano: ManoLayer,
+        encoder: str = "fastvit_ma36",
+        input_size: int = 224,
+        head: str = "ief",
+        pretrained: str | None = None,
+        drop_path_rate: float = 0.0,
+        mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
+    ):
+        super().__init__()
+        if input_size % 32 or input_size < 32:
+            raise HandmeshError(f"input_size is {input_size}, expected a multiple of 32 (FastViT downsamples by 32), e.g. 128 or 224")
+        self.input_size = input_size
+        self.head_name = head
+        self.mean_camera = tuple(float(v) for v in mean_camera)
+        self.mano = mano
+        self.encoder = Encoder(encoder, pretrained=pretrained, drop_path_rate=drop_path_rate)
+        with torch.no_grad():
+            mean_pose = mano.pose_from_axis_angle(torch.zeros(1, NUM_POSE_PARAMS), add_hands_mean=True)[0]  # (16, 3, 3)
+        self.regressor = build_regressor(head, self.encoder.num_features, rotmat_to_rot6d(mean_pose), self.mean_camera)
+
+    def construction_args(self) -> dict:
+        """Plain values that rebuild this network's structure (weights come from the state dict)."""
+        return {"encoder": self.encoder.name, "input_size": self.input_size, "head": self.head_name,
+                "mean_camera": list(self.mean_camera)}
+
+    def forward(self, images: torch.Tensor, K: torch.Tensor) -> HandOutput:
+        crop_size = images.shape[-1]
+        if images.shape[-2] != crop_size:
+            raise ValueError(f"expected square crops (B, 3, S, S), got {tuple(images.shape)}")
+        params = self.regressor(self.encoder(images))
+        # MANO and the camera in float32 even under mixed precision: bf16 would round vertices by millimetres
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            pose = rot6d_to_rotmat(params.pose_6d.float())  # (B, 16, 3, 3)
+            betas, camera, K = params.betas.float(), params.camera.float(), K.float()
+            mano = self.mano(pose, betas)
+            root = mano.keypoints[:, ROOT_KEYPOINT:ROOT_KEYPOINT + 1]  # (B, 1, 3) model frame
+            vertices_rel = mano.vertices - root  # (B, 778, 3)
+            keypoints_rel = mano.keypoints - root  # (B, 21, 3)
+            translation = weak_perspective_to_translation(camera, K, crop_size)  # (B, 3)
+            keypoints_3d = keypoints_rel + translation[:, None]
+            keypoints_2d = project_points(keypoints_3d, K)  # (B, 21, 2) pixels
+        return HandOutput(
+            vertices=vertices_rel + translation[:, None],
+            keypoints_3d=keypoints_3d,
+            keypoints_2d=keypoints_2d,
+            camera=camera,
+            translation=translation,
+            pose_rotmat=pose,
+            betas=betas,
+            vertices_rel=vertices_rel,
+            keypoints_rel=keypoints_rel,
+        )
+
+    def reparameterize(self) -> "HandModel":
+        """Fold the encoder's train-time branches for inference (same outputs, faster). Returns self."""
+        self.encoder.reparameterize()
+        return self

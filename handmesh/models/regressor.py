@@ -1,0 +1,131 @@
+"""Features -> MANO pose (16 rotations, 6D), shape (10) and a weak-perspective camera, refining mean parameters.
+
+Why iterative error feedback (HMR, Kanazawa et al. 2018) on pooled features is the default head:
+- It is what the FastViT paper's hand-mesh result used: a simple regressor of weak-perspective camera plus MANO pose and
+  shape on top of the encoder, trained on FreiHAND only. The encoder does the work; the head stays small.
+- It is cheap: three passes of a 2-layer MLP on a pooled (B, C) vector, a rounding error next to the encoder, so
+  the webcam demo's latency is the encoder's, and it is indifferent to the input size (no positional embedding).
+- Starting from mean parameters kept as buffers (mean pose = MANO's hands_mean, zero shape, a typical camera) and
+  adding corrections means an untrained model already outputs a plausible hand, and early training is stable.
+- The 6D rotation representation (Zhou et al. 2019) is continuous, unlike axis-angle, which regresses better.
+The `transformer` head (HaMeR-style: one query token cross-attending to the spatial feature tokens) keeps the spatial
+layout that pooling throws away; it is a config switch (`head: transformer`) for GPU runs where its extra cost is
+small. On the CPU quickstart it trains slower for the same wall time, so `ief` stays the default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from handmesh.errors import HandmeshError
+from handmesh.joints import NUM_BETAS, NUM_MANO_JOINTS
+
+HEADS = ("ief", "transformer")
+POSE_DIM = NUM_MANO_JOINTS * 6  # 96: 16 rotations in 6D
+PARAM_DIM = POSE_DIM + NUM_BETAS + 3  # 109: pose, shape, camera (log s, tx, ty)
+
+
+@dataclass
+class RegressorOutput:
+    pose_6d: torch.Tensor  # (B, 16, 6) first two columns of each rotation, MANO joint order
+    betas: torch.Tensor  # (B, 10)
+    camera: torch.Tensor  # (B, 3) weak perspective (s, tx, ty): s > 0 (normalised crop units per metre), t metres
+
+
+class ParameterHead(nn.Module):
+    """Holds the mean parameters as buffers and turns a (B, 109) parameter vector into a `RegressorOutput`.
+
+    The camera scale is regressed as log s, so it stays positive and corrections act multiplicatively.
+    """
+
+    def __init__(self, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float]):
+        super().__init__()
+        if mean_camera[0] <= 0:
+            raise ValueError(f"mean camera scale must be positive, got {mean_camera[0]}")
+        mean = torch.cat([
+            mean_pose_6d.reshape(POSE_DIM).float(),
+            torch.zeros(NUM_BETAS),
+            torch.tensor([math.log(mean_camera[0]), mean_camera[1], mean_camera[2]]),
+        ])
+        self.register_buffer("mean_params", mean)  # (109,) persistent: the corrections were learned against it
+
+    def unpack(self, params: torch.Tensor) -> RegressorOutput:
+        """params (B, 109) -> pose (B, 16, 6), betas (B, 10), camera (B, 3) with s = exp(log s)."""
+        pose = params[:, :POSE_DIM].reshape(-1, NUM_MANO_JOINTS, 6)
+        betas = params[:, POSE_DIM:POSE_DIM + NUM_BETAS]
+        log_scale, shift = params[:, -3:-2], params[:, -2:]
+        return RegressorOutput(pose_6d=pose, betas=betas, camera=torch.cat([log_scale.exp(), shift], dim=-1))
+
+
+class IEFRegressor(ParameterHead):
+    """HMR-style iterative error feedback: params += MLP([pooled features, params]), `iterations` times."""
+
+    def __init__(self, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float],
+                 hidden: int = 1024, iterations: int = 3, dropout: float = 0.1):
+        super().__init__(mean_pose_6d, mean_camera)
+        self.iterations = iterations
+        self.mlp = nn.Sequential(
+            nn.Linear(num_features + PARAM_DIM, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+        self.decode = nn.Linear(hidden, PARAM_DIM)
+        nn.init.xavier_uniform_(self.decode.weight, gain=0.01)  # start at the mean (HMR / SPIN practice)
+        nn.init.zeros_(self.decode.bias)
+
+    def forward(self, features: torch.Tensor) -> RegressorOutput:
+        """features (B, C, h, w) -> parameters refined from the mean."""
+        pooled = features.mean(dim=(2, 3))  # (B, C)
+        params = self.mean_params.expand(pooled.shape[0], -1)  # (B, 109)
+        for _ in range(self.iterations):
+            params = params + self.decode(self.mlp(torch.cat([pooled, params], dim=-1)))
+        return self.unpack(params)
+
+
+class TransformerRegressor(ParameterHead):
+    """One query token (embedding of the mean parameters) cross-attends to the (h*w) feature tokens; a linear layer
+    reads the correction to the mean parameters. Sine positional encodings fit any feature-map size."""
+
+    def __init__(self, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float],
+                 dim: int = 256, layers: int = 2, heads: int = 8, dropout: float = 0.1):
+        super().__init__(mean_pose_6d, mean_camera)
+        self.project = nn.Linear(num_features, dim)
+        self.query = nn.Linear(PARAM_DIM, dim)
+        layer = nn.TransformerDecoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
+        self.decode = nn.Linear(dim, PARAM_DIM)
+        nn.init.xavier_uniform_(self.decode.weight, gain=0.01)
+        nn.init.zeros_(self.decode.bias)
+
+    def forward(self, features: torch.Tensor) -> RegressorOutput:
+        batch, channels, height, width = features.shape
+        tokens = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, dim)
+        tokens = tokens + sine_positions(height, width, tokens.shape[-1]).to(tokens)
+        mean = self.mean_params.expand(batch, -1)  # (B, 109)
+        query = self.query(mean).unsqueeze(1)  # (B, 1, dim)
+        out = self.decoder(query, tokens).squeeze(1)  # (B, dim)
+        return self.unpack(mean + self.decode(out))
+
+
+def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
+    """(h*w, dim) fixed 2D sine/cosine encodings: dim/2 channels for y, dim/2 for x (DETR-style)."""
+    quarter = dim // 4
+    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (dim/4,)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    parts = []
+    for coordinate in (ys.reshape(-1, 1), xs.reshape(-1, 1)):
+        angles = coordinate * frequencies  # (h*w, dim/4)
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=-1)  # (h*w, dim)
+
+
+def build_regressor(head: str, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float]) -> ParameterHead:
+    """The head named `head` ("ief" or "transformer") with its default sizes."""
+    if head == "ief":
+        return IEFRegressor(num_features, mean_pose_6d, mean_camera)
+    if head == "transformer":
+        return TransformerRegressor(num_features, mean_pose_6d, mean_camera)
+    raise HandmeshError(f"unknown head {head!r}; expected one of {HEADS}")

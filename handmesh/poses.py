@@ -60,7 +60,8 @@ def named_pose(layer: ManoLayer, name: str, seed: int = 0) -> torch.Tensor:
         angles[[12, 13, 14]] = (0.3, 0.6, 0.7)
     elif name == "random":
         generator = torch.Generator().manual_seed(seed)
-        coefficients = torch.randn(1, 8, generator=generator, dtype=torch.float64) * 1.0
+        spread = torch.tensor([1.2, 0.8, 0.6, 0.5, 0.4, 0.3], dtype=torch.float64)  # falls off like MANO's PCA
+        coefficients = torch.randn(1, 6, generator=generator, dtype=torch.float64) * spread
         return layer.pose_from_pca(torch.zeros(1, 3, dtype=torch.float64), coefficients).float()
     axis_angle = torch.as_tensor(flexion_axes(layer) * angles[:, None])  # (15, 3)
     rotations = torch.cat([torch.eye(3, dtype=torch.float64)[None], axis_angle_to_rotmat(axis_angle)])

@@ -1,0 +1,252 @@
+"""FreiHAND_pub_v2 as users unpack it (or as `handmesh synth` writes it): a torch Dataset of crops and labels.
+
+Layout (see docs/freihand.md): `<root>/{training,evaluation}/rgb/%08d.jpg`, `<root>/training/mask/%08d.jpg` and
+`<root>/<split>_{K,xyz,verts,mano,scale}.json`. Training image `i` shows unique sample `i % N` (N = entries in
+`training_xyz.json`) in version `i // N` (four versions in FreiHAND). Annotations are read through memory-mapped caches
+(`annotations.py`), so starting up and every DataLoader worker costs almost nothing after the first conversion.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from handmesh.data.annotations import load_annotation
+from handmesh.data.transforms import (
+    Augmentation,
+    photometric,
+    project,
+    rotate_global_orient,
+    rotate_points,
+    sample_crop,
+    warp_image,
+)
+from handmesh.errors import DataError
+from handmesh.joints import NUM_BETAS, NUM_KEYPOINTS, NUM_POSE_PARAMS, NUM_VERTICES
+
+SPLITS = ("training", "evaluation")
+SUBSETS = ("all", "train", "val")
+BAD_IMAGE_MODES = ("raise", "skip")
+VAL_SPLIT_SEED = 20240101  # fixes which unique samples are held out for validation, for every run and machine
+NUM_MANO_VALUES = NUM_POSE_PARAMS + NUM_BETAS + 3  # 48 pose, 10 shape, uv_root (2), scale (1)
+ENTRY_SHAPES = {"K": (3, 3), "xyz": (NUM_KEYPOINTS, 3), "verts": (NUM_VERTICES, 3), "mano": (NUM_MANO_VALUES,)}
+REQUIRED = ("K", "xyz", "verts")  # `mano` is optional: without it items have has_mano False and zero parameters
+_MAX_SKIPS = 20  # consecutive unreadable images tolerated in "skip" mode before giving up
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Where one split's files are, and how many there are."""
+
+    rgb_dir: Path
+    jsons: dict[str, Path]  # "K" / "xyz" / "verts" / "mano" -> path (mano only when present)
+    num_images: int  # JPEGs in rgb_dir
+    num_unique: int  # annotation entries
+
+    @property
+    def num_versions(self) -> int:
+        return self.num_images // self.num_unique
+
+
+def image_path(root: str | os.PathLike, split: str, index: int) -> Path:
+    """`<root>/<split>/rgb/%08d.jpg`."""
+    return Path(root) / split / "rgb" / f"{index:08d}.jpg"
+
+
+def mask_path(root: str | os.PathLike, sample_id: int) -> Path:
+    """`<root>/training/mask/%08d.jpg` (masks exist for the unique training samples only)."""
+    return Path(root) / "training" / "mask" / f"{sample_id:08d}.jpg"
+
+
+def validation_ids(num_unique: int, val_fraction: float) -> np.ndarray:
+    """Sorted unique sample ids held out for validation: a fixed random permutation's first share (so a larger
+    fraction holds out a superset). At least one sample on each side when 0 < val_fraction < 1."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction is {val_fraction}, expected a share in [0, 1); e.g. 0.05 holds out 5% of samples.")
+    if val_fraction == 0.0 or num_unique < 2:
+        return np.zeros(0, dtype=np.int64)
+    count = min(max(1, round(num_unique * val_fraction)), num_unique - 1)
+    order = np.random.default_rng(VAL_SPLIT_SEED).permutation(num_unique)
+    return np.sort(order[:count]).astype(np.int64)
+
+
+def _count_images(rgb_dir: Path) -> int:
+    with os.scandir(rgb_dir) as entries:
+        return sum(1 for entry in entries if entry.name.endswith(".jpg"))
+
+
+def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = None, progress: bool = True
+               ) -> tuple[SplitFiles, dict[str, np.ndarray]]:
+    """Checks the layout of one split and loads its annotations (memory-mapped). Raises DataError on any mismatch."""
+    root = Path(root)
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {SPLITS}.")
+    if not root.is_dir():
+        raise DataError(
+            f"no dataset folder at {root}: expected FreiHAND_pub_v2 unpacked there (training/, evaluation/, *.json). "
+            "See data/README.md, or make a synthetic one with `handmesh synth --out DIR`."
+        )
+    rgb_dir = root / split / "rgb"
+    if not rgb_dir.is_dir():
+        raise DataError(
+            f"no image folder {rgb_dir}: expected FreiHAND's {split}/rgb/ with %08d.jpg images under {root}. "
+            "Is ROOT the FreiHAND_pub_v2 folder itself (not its parent)?"
+        )
+    jsons = {key: root / f"{split}_{key}.json" for key in ENTRY_SHAPES}
+    missing = [path.name for key, path in jsons.items() if key in REQUIRED and not path.is_file()]
+    if missing:
+        raise DataError(
+            f"{root} lacks {', '.join(missing)}: expected FreiHAND's annotation files next to {split}/. "
+            "Unpack FreiHAND_pub_v2 completely (or regenerate the synthetic set)."
+        )
+    jsons = {key: path for key, path in jsons.items() if key in REQUIRED or path.is_file()}
+    arrays = {key: load_annotation(path, ENTRY_SHAPES[key], cache_dir, progress) for key, path in jsons.items()}
+    counts = {jsons[key].name: len(array) for key, array in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(
+            f"annotation files of {root} disagree on the number of samples: {counts}; expected one entry per unique "
+            "sample in each. A file may be truncated or from another release: re-download or regenerate them."
+        )
+    num_unique = len(arrays["xyz"])
+    num_images = _count_images(rgb_dir)
+    if num_images == 0 or num_images % num_unique or (split == "evaluation" and num_images != num_unique):
+        expected = f"{num_unique}" if split == "evaluation" else f"a multiple of {num_unique} (one per version)"
+        raise DataError(
+            f"{rgb_dir} holds {num_images} JPEGs, expected {expected} for {num_unique} annotated samples. "
+            "The images may be partly unpacked: unpack the archive again (or regenerate the synthetic set)."
+        )
+    return SplitFiles(rgb_dir=rgb_dir, jsons=jsons, num_images=num_images, num_unique=num_unique), arrays
+
+
+class FreiHANDDataset(Dataset):
+    """Items are dicts of tensors (see the "Data batches" contract), in camera frame metres and crop pixels:
+
+    image (3, S, S) float32 [0, 1] RGB, NCHW-contiguous; K (3, 3) crop intrinsics; keypoints_3d (21, 3);
+    keypoints_2d (21, 2) = keypoints_3d projected with K; vertices (778, 3); mano_pose (48,) axis-angle relative to
+    hands_mean; mano_shape (10,); has_mano () bool; sample_id () long (i % N); version () long (i // N);
+    index () long (the image's file number i).
+
+    subset: "all" images, or the "train" / "val" share of the training split, held out by unique sample id (all versions
+    of a sample on one side; see `validation_ids`). augment: an `Augmentation` for training, None for plain crops.
+    on_bad_image: "raise" a DataError naming an unreadable JPEG, or "skip" it (warn, count in `skipped`, serve the next).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "training",
+        input_size: int = 224,
+        subset: str = "all",
+        val_fraction: float = 0.05,
+        augment: Augmentation | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        on_bad_image: str = "raise",
+        progress: bool = True,
+    ):
+        if subset not in SUBSETS:
+            raise DataError(f"subset {subset!r} is not one of {SUBSETS}.")
+        if subset != "all" and split != "training":
+            raise DataError(f"subset {subset!r} splits the training set; the {split} split only has subset 'all'.")
+        if on_bad_image not in BAD_IMAGE_MODES:
+            raise DataError(f"on_bad_image is {on_bad_image!r}, expected one of {BAD_IMAGE_MODES}.")
+        if int(input_size) < 16:
+            raise DataError(f"input_size is {input_size}, expected a crop side of at least 16 pixels (e.g. 224).")
+        self.root = Path(root)
+        self.split = split
+        self.input_size = int(input_size)
+        self.subset = subset
+        self.augment = augment
+        self.on_bad_image = on_bad_image
+        self.files, arrays = find_split(self.root, split, cache_dir, progress)
+        self.cache_dir = cache_dir
+        self._arrays: dict[str, np.ndarray] | None = arrays
+        self.num_unique = self.files.num_unique
+        held_out = np.zeros(self.num_unique, dtype=bool)
+        held_out[validation_ids(self.num_unique, val_fraction)] = True
+        all_images = np.arange(self.files.num_images, dtype=np.int64)
+        keep = {"all": np.ones_like(held_out), "train": ~held_out, "val": held_out}[subset]
+        self.indices = all_images[keep[all_images % self.num_unique]]  # (len,) image file numbers
+        self.skipped: list[str] = []  # unreadable images met in "skip" mode (per process)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arrays"] = None  # memory maps are reopened in each worker, never pickled (that would copy them)
+        return state
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {
+                key: load_annotation(path, ENTRY_SHAPES[key], self.cache_dir, progress=False)
+                for key, path in self.files.jsons.items()
+            }
+        return self._arrays
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"position {position} out of range for {len(self)} items")  # the Sequence protocol
+        for attempt in range(_MAX_SKIPS):
+            index = int(self.indices[(position + attempt) % len(self)])
+            image = self._read_image(index)
+            if image is not None:
+                return self._make_item(index, image)
+        raise DataError(
+            f"{_MAX_SKIPS} consecutive unreadable images from {image_path(self.root, self.split, index)} backwards; "
+            "the image folder looks damaged: unpack it again."
+        )
+
+    def _read_image(self, index: int) -> np.ndarray | None:
+        """(H, W, 3) uint8 RGB, or None for an unreadable image in "skip" mode."""
+        path = image_path(self.root, self.split, index)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is not None:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        problem = "is missing" if not path.is_file() else "cannot be decoded as an image"
+        if self.on_bad_image == "raise":
+            raise DataError(
+                f"image {path} {problem}; expected a JPEG. Re-extract the dataset, or pass on_bad_image='skip' to "
+                "skip such images (they are counted and warned about)."
+            )
+        self.skipped.append(str(path))
+        warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)")
+        return None
+
+    def _make_item(self, index: int, image: np.ndarray) -> dict[str, torch.Tensor]:
+        sample_id = index % self.num_unique
+        arrays = self.arrays
+        K = np.asarray(arrays["K"][sample_id], dtype=np.float64)  # (3, 3)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.augment is not None else None
+        geometry = sample_crop(K, (image.shape[1], image.shape[0]), self.input_size, self.augment, rng)
+        crop = warp_image(image, geometry)  # (S, S, 3) uint8
+        keypoints_3d = rotate_points(arrays["xyz"][sample_id], geometry)  # (21, 3) m
+        vertices = rotate_points(arrays["verts"][sample_id], geometry)  # (778, 3) m
+        keypoints_2d = project(keypoints_3d, geometry.K)  # (21, 2) px
+        if self.augment is not None:
+            crop = photometric(crop, self.augment, rng, keypoints_2d)
+        has_mano = "mano" in arrays
+        mano = np.asarray(arrays["mano"][sample_id]) if has_mano else np.zeros(NUM_MANO_VALUES, dtype=np.float32)
+        pose = rotate_global_orient(mano[:NUM_POSE_PARAMS], geometry) if has_mano else mano[:NUM_POSE_PARAMS]
+        chw = np.ascontiguousarray(crop.transpose(2, 0, 1))  # (3, S, S) uint8
+        return {
+            "image": torch.from_numpy(chw).float().div_(255.0),
+            "K": torch.from_numpy(geometry.K.astype(np.float32)),
+            "keypoints_3d": torch.from_numpy(keypoints_3d),
+            "keypoints_2d": torch.from_numpy(keypoints_2d),
+            "vertices": torch.from_numpy(vertices),
+            "mano_pose": torch.from_numpy(np.asarray(pose, dtype=np.float32)),
+            "mano_shape": torch.from_numpy(np.array(mano[NUM_POSE_PARAMS : NUM_POSE_PARAMS + NUM_BETAS], dtype=np.float32)),
+            "has_mano": torch.tensor(has_mano),
+            "sample_id": torch.tensor(sample_id, dtype=torch.long),
+            "version": torch.tensor(index // self.num_unique, dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }

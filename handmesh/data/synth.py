@@ -1,0 +1,309 @@
+"""A synthetic dataset in FreiHAND's exact layout, rendered from any MANO-format hand model (real MANO or the stand-in).
+
+Each sample: finger pose from the model's PCA space (hands_mean + the first `n_components` of hands_components, spread
+like the model's own `hands_coeffs` when the file has them), a global rotation (palm or back toward the camera, tilted,
+any in-plane roll), shape betas ~ N(0, 1) clipped, FreiHAND-like intrinsics, and the hand centred so that it spans
+40-70% of the image. Annotations are FreiHAND's: `*_mano.json` holds 48 pose values (axis-angle relative to hands_mean),
+10 betas, uv_root (keypoint 9 projected) and scale = f / z9; the stored vertices and keypoints are exactly what the
+official decoding of those 61 values gives (`decode_mano`), and the images are rendered from those vertices.
+
+Writing is all-or-nothing: everything goes to `<out>.partial/`, which becomes `<out>` (with `handmesh_synth.json`)
+only when complete; an interrupted run leaves only `.partial`, which the next run removes and redoes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import orjson
+import torch
+from tqdm import tqdm
+
+from handmesh.data.synth_render import HandScene, SkinModel, dress, four_versions, sample_look
+from handmesh.errors import DataError
+from handmesh.joints import FINGERTIP_VERTEX_IDS, MIDDLE_MCP_KEYPOINT, NUM_BETAS
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import FILE_NAMES, _read_pickle, _to_numpy, resolve_mano_dir
+from handmesh.poses import rest_frame
+
+SYNTH_FORMAT_VERSION = 1  # bump when the generated data changes, so existing folders are regenerated
+MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
+PARTIAL_TAG = ".handmesh_synth_partial"  # marks a folder as ours while it is being written
+IMAGE_SIZE = 224
+NUM_VERSIONS = 4
+N_COMPONENTS = 12  # PCA components of finger pose that vary
+DEFAULT_COMPONENT_STD = 1.0  # coefficient spread when the model file has no `hands_coeffs`
+FOCAL_RANGE = (500.0, 700.0)  # pixels at 224x224
+FILL_RANGE = (0.4, 0.7)  # share of the image side the hand's bounding box spans
+REFERENCE_BONE = (9, 10)  # FreiHAND's scale bone: middle MCP -> middle PIP
+_BATCH = 64  # samples decoded through MANO at once
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    root: Path
+    n_train: int
+    n_eval: int
+    seconds: float  # generation time (0 when an existing complete folder was reused)
+    samples_per_s: float
+    hand_model: str  # ManoSource.describe()
+    reused: bool  # True when `root` already held this exact dataset
+
+
+def component_spread(mano_file: Path, n_components: int) -> np.ndarray:
+    """(n_components,) std of each PCA coefficient, from the file's `hands_coeffs` (example poses) when present."""
+    raw = _read_pickle(mano_file).get("hands_coeffs")
+    if raw is None:
+        return np.full(n_components, DEFAULT_COMPONENT_STD)
+    coefficients = _to_numpy(raw, "hands_coeffs", mano_file).astype(np.float64)  # (num_examples, 45)
+    return coefficients.reshape(-1, coefficients.shape[-1])[:, :n_components].std(axis=0)
+
+
+def _axis_rotation(axis: int, angle: float) -> np.ndarray:
+    rotation, _ = cv2.Rodrigues(np.eye(3)[axis] * angle)
+    return rotation
+
+
+def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
+    """(3, 3) model -> camera rotation. `canonical` turns the model's palm toward the camera with fingers up; then the
+    back is shown half the time, the hand tilts (pitch ~ N(0, 30 deg), yaw ~ N(0, 35 deg), clipped) and rolls by any
+    angle in the image plane."""
+    flip = _axis_rotation(1, np.pi) if rng.random() < 0.5 else np.eye(3)
+    pitch = _axis_rotation(0, np.deg2rad(np.clip(rng.normal(0, 30), -70, 70)))
+    yaw = _axis_rotation(1, np.deg2rad(np.clip(rng.normal(0, 35), -80, 80)))
+    roll = _axis_rotation(2, rng.uniform(-np.pi, np.pi))
+    return roll @ pitch @ yaw @ flip @ canonical
+
+
+def canonical_rotation(layer: ManoLayer) -> np.ndarray:
+    """(3, 3) rotation taking the model frame to a camera view with the palm toward the camera and fingers up."""
+    _, fingers, normal = rest_frame(layer)
+    model_axes = np.stack([fingers, normal, np.cross(fingers, normal)], axis=1)
+    up, toward_camera = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])
+    camera_axes = np.stack([up, toward_camera, np.cross(up, toward_camera)], axis=1)
+    return camera_axes @ model_axes.T
+
+
+def decode_mano(layer: ManoLayer, mano: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FreiHAND's decoding of `*_mano.json`: mano (B, 61), K (B, 3, 3) -> vertices (B, 778, 3), keypoints (B, 21, 3)
+    in metres, camera frame. Keypoint 9 lands at [(u - cx), (v - cy), f] / scale with f = (fx + fy) / 2. float64."""
+    mano = torch.as_tensor(mano, dtype=torch.float64)
+    K = torch.as_tensor(K, dtype=torch.float64)
+    output = layer(layer.pose_from_axis_angle(mano[:, :48], add_hands_mean=True), mano[:, 48 : 48 + NUM_BETAS])
+    uv, scale = mano[:, 58:60], mano[:, 60:61]  # (B, 2), (B, 1)
+    focal = (K[:, 0, 0] + K[:, 1, 1])[:, None] / 2  # (B, 1)
+    root = torch.cat([uv - K[:, :2, 2], focal], dim=1) / scale  # (B, 3) camera-frame position of keypoint 9
+    offset = (root - output.keypoints[:, MIDDLE_MCP_KEYPOINT])[:, None]  # (B, 1, 3)
+    return (output.vertices + offset).numpy(), (output.keypoints + offset).numpy()
+
+
+def place_hand(relative: np.ndarray, K: np.ndarray, fill: float, centre: np.ndarray, size: int) -> np.ndarray:
+    """Camera-frame position (3,) of keypoint 9 so that vertices `relative` (778, 3) (relative to keypoint 9) project
+    to a bounding box of side `fill` x size centred at `centre` (2,) pixels. A few fixed-point steps (perspective)."""
+    focal = K[0, 0]
+    extent = np.max(relative.max(0)[:2] - relative.min(0)[:2])
+    position = np.array([0.0, 0.0, focal * extent / (fill * size)])
+    for _ in range(4):
+        points = relative + position
+        uv = points[:, :2] / points[:, 2:] * focal + K[:2, 2]
+        low, high = uv.min(0), uv.max(0)
+        position[2] *= np.max(high - low) / (fill * size)
+        position[:2] += (centre - (low + high) / 2) * position[2] / focal
+    return position
+
+
+def _sample_pose(rng: np.random.Generator, layer: ManoLayer, canonical: np.ndarray, spread: np.ndarray) -> tuple:
+    """One sample's (pose48 relative to hands_mean, betas (10,), K (3, 3), fill, centre (2,))."""
+    coefficients = np.clip(rng.normal(0, spread), -2 * spread, 2 * spread)  # (n_components,)
+    fingers = coefficients @ layer.hands_components[: len(spread)].double().numpy()  # (45,)
+    rotation = sample_global_rotation(rng, canonical)
+    global_orient = cv2.Rodrigues(rotation)[0].reshape(3)
+    betas = np.clip(rng.normal(0, 1, NUM_BETAS), -2.5, 2.5)
+    focal = rng.uniform(*FOCAL_RANGE)
+    K = np.array([[focal, 0, IMAGE_SIZE / 2 + rng.normal(0, 2)], [0, focal, IMAGE_SIZE / 2 + rng.normal(0, 2)], [0, 0, 1]])
+    fill = rng.uniform(*FILL_RANGE)
+    centre = (IMAGE_SIZE - 1) / 2 + rng.normal(0, 0.03 * IMAGE_SIZE, 2)
+    return np.concatenate([global_orient, fingers]), betas, K, fill, centre
+
+
+def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread: np.ndarray) -> dict[str, np.ndarray]:
+    """Samples parameters and returns the batch's FreiHAND annotations: K, mano (B, 61), xyz, verts, scale."""
+    samples = [_sample_pose(rng, layer, canonical, spread) for rng in rngs]
+    pose = np.stack([s[0] for s in samples])
+    betas = np.stack([s[1] for s in samples])
+    K = np.stack([s[2] for s in samples])
+    with torch.no_grad():
+        output = layer(layer.pose_from_axis_angle(torch.as_tensor(pose), add_hands_mean=True), torch.as_tensor(betas))
+    vertices, keypoints = output.vertices.numpy(), output.keypoints.numpy()
+    mano = np.zeros((len(samples), 61))
+    for b, (_, _, k, fill, centre) in enumerate(samples):
+        relative = vertices[b] - keypoints[b, MIDDLE_MCP_KEYPOINT]
+        root = place_hand(relative, k, fill, centre, IMAGE_SIZE)
+        focal = (k[0, 0] + k[1, 1]) / 2
+        uv = root[:2] / root[2] * k[[0, 1], [0, 1]] + k[:2, 2]
+        mano[b] = np.concatenate([pose[b], betas[b], uv, [focal / root[2]]])
+    with torch.no_grad():
+        verts, xyz = decode_mano(layer, mano, K)
+    scale = np.linalg.norm(xyz[:, REFERENCE_BONE[0]] - xyz[:, REFERENCE_BONE[1]], axis=1)
+    return {"K": K, "mano": mano[:, None, :], "xyz": xyz, "verts": verts, "scale": scale}
+
+
+def _rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+    """Each sample's own random stream: the data do not depend on the counts or on the generation order."""
+    return np.random.default_rng([seed, ("training", "evaluation").index(split), index, stream])
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+
+
+def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+    """(H, W, 3) RGB or (H, W) grey uint8 -> JPEG."""
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if not cv2.imwrite(str(path), pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+        raise DataError(f"could not write {path}: expected a writable folder with free space.")
+
+
+@dataclass(frozen=True)
+class _HandModel:
+    """What rendering needs from the hand model, computed once."""
+
+    layer: ManoLayer
+    canonical: np.ndarray  # (3, 3) palm-to-camera rotation
+    spread: np.ndarray  # (N_COMPONENTS,) PCA coefficient std
+    skin: SkinModel
+
+    @classmethod
+    def load(cls, directory: Path) -> "_HandModel":
+        layer = ManoLayer.from_dir(directory, "right")
+        skin = SkinModel.build(layer.v_template.double().numpy(), layer.faces.numpy(), rest_frame(layer)[2],
+                               FINGERTIP_VERTEX_IDS)
+        return cls(layer, canonical_rotation(layer), component_spread(directory / FILE_NAMES["right"], N_COMPONENTS), skin)
+
+
+def _render_split(folder: Path, split: str, count: int, seed: int, model: _HandModel, scene: HandScene,
+                  bar: tqdm) -> None:
+    """Renders `count` samples of one split into `folder` (images, masks, annotation JSONs)."""
+    rgb_dir, mask_dir = folder / split / "rgb", folder / split / "mask"
+    rgb_dir.mkdir(parents=True)
+    if split == "training":
+        mask_dir.mkdir(parents=True)
+    annotations: dict[str, list[np.ndarray]] = {key: [] for key in ("K", "mano", "xyz", "verts", "scale")}
+    for start in range(0, count, _BATCH):
+        indices = range(start, min(count, start + _BATCH))
+        batch = _annotate_batch(model.layer, [_rng(seed, split, i, 0) for i in indices], model.canonical, model.spread)
+        for key, values in batch.items():
+            annotations[key].append(values)
+        for b, index in enumerate(indices):
+            rng = _rng(seed, split, index, 1)
+            look = sample_look(rng)
+            rendered = scene.render(*dress(model.skin, batch["verts"][b], batch["xyz"][b], look), batch["K"][b], look)
+            versions = four_versions(rendered, rng)
+            quality = int(rng.integers(85, 96))
+            if split == "training":
+                for version, image in enumerate(versions):  # FreiHAND: image v * N + i shows sample i in version v
+                    _write_jpeg(rgb_dir / f"{version * count + index:08d}.jpg", image, quality)
+                _write_jpeg(mask_dir / f"{index:08d}.jpg", ((rendered.alpha >= 0.5) * 255).astype(np.uint8), 95)
+            else:
+                _write_jpeg(rgb_dir / f"{index:08d}.jpg", versions[int(rng.integers(NUM_VERSIONS))], quality)
+            bar.update(1)
+    for key, parts in annotations.items():
+        _write_bytes(folder / f"{split}_{key}.json", orjson.dumps(np.concatenate(parts), option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return orjson.loads((folder / MARKER).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def _readme(info: dict) -> str:
+    warning = "made with the STAND-IN hand model, not MANO: shapes and poses are illustrative" if info["is_standin"] else (
+        "made with MANO")
+    return (
+        "SYNTHETIC data in FreiHAND_pub_v2's layout, rendered by `handmesh synth` - not FreiHAND.\n"
+        f"Hand model: {info['hand_model']} ({warning}).\n"
+        f"Samples: {info['n_train']} training (x{NUM_VERSIONS} colour versions), {info['n_eval']} evaluation; "
+        f"seed {info['seed']}; {info['image_size']}x{info['image_size']} JPEG.\n"
+        "Numbers measured on this data are not FreiHAND results. Settings: handmesh_synth.json.\n"
+    )
+
+
+def synthesize(
+    mano_dir: str | os.PathLike | None,
+    out: str | os.PathLike,
+    n_train: int,
+    n_eval: int,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> SynthResult:
+    """Writes (or reuses, when already complete with the same settings) a synthetic FreiHAND-format folder at `out`.
+
+    mano_dir: a MANO folder, or None to resolve it (`resolve_mano_dir`: $HANDMESH_MANO_DIR, data/mano, the stand-in).
+    """
+    if n_train < 1 or n_eval < 1:
+        raise DataError(f"asked for {n_train} training and {n_eval} evaluation samples; expected at least 1 of each.")
+    log = log or (lambda message: None)
+    source = resolve_mano_dir(mano_dir)
+    log(source.describe())
+    model_file = source.directory / FILE_NAMES["right"]
+    settings = {
+        "format_version": SYNTH_FORMAT_VERSION, "seed": int(seed), "n_train": int(n_train), "n_eval": int(n_eval),
+        "image_size": IMAGE_SIZE, "hand_model_sha1": hashlib.sha1(model_file.read_bytes()).hexdigest(),
+    }
+    out = Path(out)
+    existing = _read_marker(out)
+    if existing is not None and all(existing.get(key) == value for key, value in settings.items()):
+        log(f"{out} already holds this synthetic dataset (seed {seed}, {n_train} + {n_eval} samples); reusing it.")
+        return SynthResult(out, n_train, n_eval, 0.0, 0.0, source.describe(), reused=True)
+    if out.exists() and existing is None and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(
+            f"{out} exists and was not written by `handmesh synth` (no {MARKER}); refusing to replace it. "
+            "Choose another --out or remove that folder."
+        )
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        if not (partial / PARTIAL_TAG).exists():
+            raise DataError(f"{partial} exists but is not an interrupted `handmesh synth` run; remove it or choose another --out.")
+        log(f"removing {partial}, left by an interrupted run")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_TAG).touch()
+    model = _HandModel.load(source.directory)
+    started = time.perf_counter()
+    scene = HandScene(IMAGE_SIZE)
+    try:
+        with tqdm(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
+            _render_split(partial, "training", n_train, seed, model, scene, bar)
+            _render_split(partial, "evaluation", n_eval, seed, model, scene, bar)
+    finally:
+        scene.close()
+    seconds = time.perf_counter() - started
+    info = {**settings, "synthetic": True, "generator": "handmesh synth", "is_standin": source.is_standin,
+            "hand_model": model.layer.source, "seconds": round(seconds, 2),
+            "samples_per_s": round((n_train + n_eval) / seconds, 3)}
+    _write_bytes(partial / "README.txt", _readme(info).encode())
+    _write_bytes(partial / MARKER, orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    (partial / PARTIAL_TAG).unlink()
+    if out.exists():  # our own older dataset (or an empty folder): swap it out, then delete it
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, out)
+    log(f"wrote {out}: {n_train} x {NUM_VERSIONS} training and {n_eval} evaluation images in {seconds:.1f} s "
+        f"({info['samples_per_s']:.2f} samples/s)")
+    return SynthResult(out, n_train, n_eval, seconds, info["samples_per_s"], source.describe(), reused=False)

@@ -1,0 +1,175 @@
+"""Crops and augmentations that keep the image, K, 2D and 3D labels exactly consistent. Pure functions on numpy.
+
+Geometry (one 3x3 affine `A` maps source pixels to crop pixels; OpenCV convention: pixel centres at integers):
+
+* In-plane rotation by `angle` is a rotation of the *3D scene* about the camera's optical axis,
+  `R_z = [[c, -s, 0], [s, c, 0], [0, 0, 1]]`, applied to keypoints, vertices and MANO's global orientation. A camera
+  rotation about its centre moves every image point by the homography `H = K R_z K^-1`, whatever its depth; since
+  `R_z` keeps z, `H` is affine (a rotation about the principal point, exact even when fx != fy). So warping the image
+  by `H` shows exactly the rotated scene through the same K.
+* To rotate about the image centre `c` instead of the principal point, `H` is followed by the translation
+  `c - H c`; then zoom about `c`, shift (jitter), and resize to the crop: `A = T(c' + shift) S(zoom * S/W) T(-c)
+  T(c - H c) H`, where c' is the crop centre.
+* The crop's intrinsics are `K' = A K R_z^T`, so that `K' (R_z X) = A K X`: projecting the rotated 3D points
+  through K' lands exactly where the warped image shows them. With `A = P H` (P: the translations and scaling),
+  `K' = P K R_z K^-1 K R_z^T = P K`: again a pinhole K, computed that way without rounding noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation strengths; a zero turns one part off. Defaults live here only."""
+
+    scale: float = 0.15  # zoom factor drawn from [1 - scale, 1 + scale] (log-uniform), about the image centre
+    rotation_deg: float = 60.0  # in-plane rotation angle drawn from [-rotation_deg, rotation_deg]
+    translate: float = 0.06  # shift of the crop drawn from [-translate, translate] x crop size, per axis
+    color_jitter: float = 0.3  # brightness, contrast and saturation factors in [1 - j, 1 + j]; hue shift up to 18 j degrees
+    blur_prob: float = 0.15  # chance of a Gaussian blur with sigma in [0.4, 1.6] x crop size / 224
+    occlusion_prob: float = 0.15  # chance of a random rectangle over part of the hand
+    occlusion_size: float = 0.3  # its side, up to this fraction of the crop size
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """One crop: the pixel map, the crop's intrinsics and the rotation applied to 3D labels."""
+
+    affine: np.ndarray  # (3, 3) source pixels -> crop pixels
+    K: np.ndarray  # (3, 3) crop intrinsics, pixels
+    rotation: np.ndarray  # (3, 3) R_z applied to 3D points in the camera frame
+    size: int  # crop side S, pixels
+
+
+def crop_geometry(
+    K: np.ndarray,
+    image_size: tuple[int, int],
+    crop_size: int,
+    zoom: float = 1.0,
+    angle_rad: float = 0.0,
+    shift_px: tuple[float, float] = (0.0, 0.0),
+) -> CropGeometry:
+    """Crop of the whole image (W, H) = `image_size` to `crop_size`, zoomed by `zoom`, rotated by `angle_rad` and
+    shifted by `shift_px` (crop pixels). K (3, 3) source intrinsics. See the module docstring for the maths."""
+    K = np.asarray(K, dtype=np.float64)
+    width, height = image_size
+    cos, sin = np.cos(angle_rad), np.sin(angle_rad)
+    rotation = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    homography = K @ rotation @ np.linalg.inv(K)  # (3, 3) affine: rotation about the principal point
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0, 1.0])
+    moved = homography @ centre
+    recentre = _translation(centre[0] - moved[0], centre[1] - moved[1])
+    factor = zoom * crop_size / max(width, height)
+    crop_centre = (crop_size - 1) / 2.0
+    place = (  # translations and scaling only: (3, 3)
+        _translation(crop_centre + shift_px[0], crop_centre + shift_px[1])
+        @ np.diag([factor, factor, 1.0])
+        @ _translation(-centre[0], -centre[1])
+        @ recentre
+    )
+    affine = place @ homography
+    crop_K = place @ K  # == affine @ K @ rotation.T, without rounding noise
+    return CropGeometry(affine=affine, K=crop_K, rotation=rotation, size=crop_size)
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def sample_crop(
+    K: np.ndarray, image_size: tuple[int, int], crop_size: int, augmentation: Augmentation | None, rng: np.random.Generator
+) -> CropGeometry:
+    """The plain whole-image crop when `augmentation` is None, else a random zoom / rotation / shift."""
+    if augmentation is None:
+        return crop_geometry(K, image_size, crop_size)
+    zoom = float(np.exp(rng.uniform(np.log1p(-augmentation.scale), np.log1p(augmentation.scale))))
+    angle = float(np.deg2rad(rng.uniform(-augmentation.rotation_deg, augmentation.rotation_deg)))
+    shift = rng.uniform(-augmentation.translate, augmentation.translate, size=2) * crop_size
+    return crop_geometry(K, image_size, crop_size, zoom, angle, (float(shift[0]), float(shift[1])))
+
+
+def warp_image(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """(H, W, C) uint8 -> (S, S, C) uint8 through the crop's affine map; outside the source is black."""
+    if np.allclose(geometry.affine, np.eye(3)) and image.shape[:2] == (geometry.size, geometry.size):
+        return image
+    return cv2.warpAffine(
+        image, geometry.affine[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def rotate_points(points: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """(N, 3) camera-frame points -> the same points rotated by the crop's R_z (float32)."""
+    return (np.asarray(points, dtype=np.float64) @ geometry.rotation.T).astype(np.float32)
+
+
+def rotate_global_orient(pose: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """(48,) MANO axis-angle pose -> the same pose with its global orientation (first 3) turned by R_z."""
+    pose = np.array(pose, dtype=np.float32)
+    global_rotation, _ = cv2.Rodrigues(pose[:3].astype(np.float64))
+    pose[:3] = cv2.Rodrigues(geometry.rotation @ global_rotation)[0].reshape(3)
+    return pose
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) metres camera frame, K (3, 3) -> (N, 2) pixels (float32)."""
+    uvw = np.asarray(points, dtype=np.float64) @ np.asarray(K, dtype=np.float64).T
+    return (uvw[:, :2] / np.maximum(uvw[:, 2:3], 1e-9)).astype(np.float32)
+
+
+def photometric(
+    image: np.ndarray, augmentation: Augmentation, rng: np.random.Generator, keypoints_2d: np.ndarray
+) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> augmented copy: colour jitter, blur, an occluding rectangle near the hand.
+
+    keypoints_2d (21, 2) crop pixels place the occluder so that it covers part of the hand.
+    """
+    out = image
+    if augmentation.color_jitter > 0:
+        out = color_jitter(out, augmentation.color_jitter, rng)
+    size = image.shape[0]
+    if rng.random() < augmentation.blur_prob:
+        sigma = rng.uniform(0.4, 1.6) * size / 224.0
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma)
+    if rng.random() < augmentation.occlusion_prob:
+        out = occlude(out, augmentation.occlusion_size, rng, keypoints_2d)
+    return out
+
+
+def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: random brightness, contrast, saturation (factors in [1 - s, 1 + s]) and hue shift."""
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    hue_shift = int(round(rng.uniform(-9, 9) * strength))  # OpenCV hue units are 2 degrees
+    out = image.astype(np.float32) * brightness
+    mean = out.mean()
+    out = (out - mean) * contrast + mean
+    grey = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
+    out = (out - grey[..., None]) * saturation + grey[..., None]
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if hue_shift:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + hue_shift) % 180).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return out
+
+
+def occlude(image: np.ndarray, max_fraction: float, rng: np.random.Generator, keypoints_2d: np.ndarray) -> np.ndarray:
+    """Paints a rectangle (flat colour or noise), side up to `max_fraction` of the image, centred near a keypoint."""
+    size = image.shape[0]
+    out = image.copy()
+    width, height = (rng.uniform(0.3, 1.0, size=2) * max_fraction * size).astype(int) + 1
+    centre = keypoints_2d[rng.integers(len(keypoints_2d))] + rng.normal(0, 0.05 * size, size=2)
+    x0, y0 = int(centre[0] - width / 2), int(centre[1] - height / 2)
+    x1, y1 = max(0, x0), max(0, y0)
+    x2, y2 = min(size, x0 + width), min(size, y0 + height)
+    if x2 <= x1 or y2 <= y1:
+        return out
+    if rng.random() < 0.5:
+        out[y1:y2, x1:x2] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    else:
+        out[y1:y2, x1:x2] = rng.integers(0, 256, size=(y2 - y1, x2 - x1, 3), dtype=np.uint8)
+    return out

@@ -1,0 +1,130 @@
+"""Crops and augmentation keep the image, K, 2D and 3D labels consistent (known answers, then end to end)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from handmesh.data.freihand import FreiHANDDataset, mask_path
+from handmesh.data.synth import synthesize
+from handmesh.data.transforms import (
+    Augmentation,
+    crop_geometry,
+    photometric,
+    project,
+    rotate_global_orient,
+    rotate_points,
+    warp_image,
+)
+from handmesh.geometry import axis_angle_to_rotmat
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import resolve_mano_dir
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "tiny_freihand"
+    synthesize(None, root, 6, 3, seed=0, progress=False, log=None)
+    return root
+
+
+def _apply(affine, uv):
+    return uv @ affine[:2, :2].T + affine[:2, 2]
+
+
+@pytest.mark.parametrize("fy_ratio, image_size", [(1.0, (224, 224)), (1.07, (320, 240))])
+def test_rotated_points_project_through_the_new_K_where_the_image_moved(fy_ratio, image_size):
+    K = np.array([[600.0, 0, 118.3], [0, 600.0 * fy_ratio, 104.9], [0, 0, 1]])
+    points = RNG.normal(0, 0.05, size=(50, 3)) + [0.02, -0.01, 0.7]
+    for zoom, angle, shift in ((1.0, 0.0, (0, 0)), (1.2, 0.7, (5.5, -3.0)), (0.8, -2.5, (-10, 7)), (1.0, np.pi, (0, 0))):
+        geometry = crop_geometry(K, image_size, 160, zoom, angle, shift)
+        moved = project(rotate_points(points, geometry), geometry.K)
+        np.testing.assert_allclose(moved, _apply(geometry.affine, project(points, K)), atol=1e-3)
+        assert np.allclose(geometry.K[2], [0, 0, 1]) and geometry.K[0, 1] == 0 and geometry.K[1, 0] == 0
+
+
+def test_rotation_is_about_the_image_centre_and_the_crop_centre_is_fixed():
+    K = np.array([[500.0, 0, 100.0], [0, 500.0, 120.0], [0, 0, 1]])  # principal point off-centre
+    geometry = crop_geometry(K, (224, 224), 224, angle_rad=0.9)
+    np.testing.assert_allclose(_apply(geometry.affine, np.array([[111.5, 111.5]])), [[111.5, 111.5]], atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(geometry.affine[:2, :2]), 1.0)
+    identity = crop_geometry(K, (224, 224), 224)
+    np.testing.assert_allclose(identity.K, K, atol=1e-12)
+
+
+def test_warped_image_shows_a_point_where_the_new_K_projects_it():
+    K = np.array([[550.0, 0, 110.0], [0, 560.0, 113.0], [0, 0, 1]])
+    point = np.array([[0.03, -0.02, 0.6]])
+    u, v = project(point, K)[0]
+    rows, cols = np.mgrid[:224, :224]
+    blob = np.exp(-((cols - u) ** 2 + (rows - v) ** 2) / (2 * 3.0**2))
+    image = np.repeat((blob * 255).astype(np.uint8)[..., None], 3, axis=2)
+    geometry = crop_geometry(K, (224, 224), 128, zoom=1.3, angle_rad=-0.6, shift_px=(4.0, -6.0))
+    warped = warp_image(image, geometry)[..., 0].astype(np.float64)
+    rows, cols = np.mgrid[:128, :128]
+    centroid = np.array([(warped * cols).sum(), (warped * rows).sum()]) / warped.sum()
+    expected = project(rotate_points(point, geometry), geometry.K)[0]
+    assert np.abs(centroid - expected).max() < 0.1
+
+
+def test_global_orientation_turns_with_the_labels():
+    layer = ManoLayer.from_dir(resolve_mano_dir().directory)
+    pose = np.concatenate([RNG.normal(0, 1.0, 3), RNG.normal(0, 0.3, 45)]).astype(np.float32)
+    geometry = crop_geometry(np.array([[500.0, 0, 112], [0, 500, 112], [0, 0, 1]]), (224, 224), 224, angle_rad=1.1)
+    turned = rotate_global_orient(pose, geometry)
+    with torch.no_grad():
+        before = layer(layer.pose_from_axis_angle(torch.as_tensor(pose[None]).double())).vertices[0].numpy()
+        after = layer(layer.pose_from_axis_angle(torch.as_tensor(turned[None]).double())).vertices[0].numpy()
+    expected = (before - before.mean(0)) @ geometry.rotation.T
+    np.testing.assert_allclose(after - after.mean(0), expected, atol=1e-5)
+    np.testing.assert_array_equal(turned[3:], pose[3:])
+
+
+def test_photometric_is_deterministic_and_keeps_the_format():
+    image = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
+    keypoints = RNG.uniform(10, 54, size=(21, 2))
+    strong = Augmentation(color_jitter=0.4, blur_prob=1.0, occlusion_prob=1.0)
+    first = photometric(image, strong, np.random.default_rng(3), keypoints)
+    second = photometric(image, strong, np.random.default_rng(3), keypoints)
+    assert first.shape == image.shape and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first.astype(int) - image).mean() > 5
+    off = Augmentation(color_jitter=0.0, blur_prob=0.0, occlusion_prob=0.0)
+    np.testing.assert_array_equal(photometric(image, off, np.random.default_rng(3), keypoints), image)
+
+
+def test_augmented_items_move_image_and_labels_together(tiny_root):
+    """End to end: the augmented 2D keypoints are one affine image of the original ones (residual < 0.5 px), that
+    affine carries the original picture onto the augmented one, and the hand mask onto the keypoints."""
+    geometric = Augmentation(scale=0.25, rotation_deg=180, translate=0.1, color_jitter=0, blur_prob=0, occlusion_prob=0)
+    dataset = FreiHANDDataset(tiny_root, "training", input_size=160, val_fraction=0.0, augment=geometric, progress=False)
+    K_all = np.asarray(orjson.loads((tiny_root / "training_K.json").read_bytes()))
+    xyz_all = np.asarray(orjson.loads((tiny_root / "training_xyz.json").read_bytes()))
+    torch.manual_seed(0)
+    for position in (0, 4, 9):
+        item = dataset[position]
+        sample = int(item["sample_id"])
+        original = project(xyz_all[sample], K_all[sample]).astype(np.float64)  # (21, 2) in the 224 image
+        augmented = item["keypoints_2d"].numpy().astype(np.float64)
+        np.testing.assert_allclose(project(item["keypoints_3d"].numpy(), item["K"].numpy()), augmented, atol=0.05)
+        design = np.hstack([original, np.ones((21, 1))])
+        solution, *_ = np.linalg.lstsq(design, augmented, rcond=None)  # (3, 2)
+        assert np.abs(design @ solution - augmented).max() < 0.5
+        affine = solution.T  # (2, 3)
+        source = cv2.cvtColor(cv2.imread(str(tiny_root / "training" / "rgb" / f"{int(item['index']):08d}.jpg")),
+                              cv2.COLOR_BGR2RGB)
+        expected = cv2.warpAffine(source, affine, (160, 160)).astype(np.float32) / 255
+        assert np.abs(item["image"].permute(1, 2, 0).numpy() - expected).mean() < 0.01
+        mask = cv2.imread(str(mask_path(tiny_root, sample)), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.dilate(cv2.warpAffine(mask, affine, (160, 160)), np.ones((5, 5), np.uint8)) > 127
+        inside = np.round(augmented).astype(int)
+        visible = ((inside >= 0) & (inside < 160)).all(axis=1)
+        assert mask[inside[visible, 1], inside[visible, 0]].all()
+        assert torch.allclose(item["vertices"].norm(dim=1),
+                              torch.as_tensor(np.asarray(orjson.loads((tiny_root / "training_verts.json").read_bytes()))[sample],
+                                              dtype=torch.float32).norm(dim=1), atol=1e-5)  # a rotation about the camera

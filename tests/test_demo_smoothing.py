@@ -43,28 +43,33 @@ def test_one_euro_repeated_timestamp_keeps_the_estimate_and_reset_restarts():
     assert f(np.array([5.0]), 0.2)[0] == 5.0
 
 
+K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+
+
 def hand(offset: float, track_id: int = 0) -> HandEstimate:
+    """Every point at (offset, offset, 1 + offset) metres."""
+    points = np.full((799, 3), offset, np.float32) + [0, 0, 1]
     return HandEstimate(
-        vertices=np.full((778, 3), offset, np.float32), faces=np.zeros((1538, 3), np.int64),
-        keypoints_3d=np.full((21, 3), offset, np.float32), keypoints_2d=np.full((21, 2), 100 * offset, np.float32),
-        box=Box(0, 0, 10), is_left=False, track_id=track_id,
+        vertices=points[:778], faces=np.zeros((1538, 3), np.int64), keypoints_3d=points[778:],
+        keypoints_2d=np.zeros((21, 2), np.float32), box=Box(0, 0, 10), is_left=False, track_id=track_id,
     )
 
 
 def test_hand_smoother_tracks_are_independent_and_switch_off_resets():
     params = SmoothingParams(min_cutoff=1.0, beta_pixels=0.0, beta_metres=0.0)
     smoother = HandSmoother(params)
-    smoother.hand(hand(0.0, track_id=0), 0.0)
-    smoother.hand(hand(5.0, track_id=1), 0.0)
-    out = smoother.hand(hand(1.0, track_id=0), 0.1)
-    assert out.vertices[0, 0] == pytest.approx(0.385869, abs=1e-6)
-    assert out.keypoints_2d[0, 0] == pytest.approx(38.5869, abs=1e-4)
-    assert smoother.hand(hand(5.0, track_id=1), 0.1).vertices[0, 0] == pytest.approx(5.0)
+    smoother.hand(hand(0.0, track_id=0), 0.0, K)
+    smoother.hand(hand(5.0, track_id=1), 0.0, K)
+    out = smoother.hand(hand(1.0, track_id=0), 0.1, K)
+    a = 0.385869  # alpha(1 Hz, 0.1 s): x 0 -> 1 gives 0.385869, z 1 -> 2 gives 1.385869
+    np.testing.assert_allclose(out.vertices[0], [a, a, 1 + a], atol=1e-6)
+    np.testing.assert_allclose(out.keypoints_2d[0], [50 + 100 * a / (1 + a), 40 + 100 * a / (1 + a)], atol=1e-4)
+    assert smoother.hand(hand(5.0, track_id=1), 0.1, K).vertices[0, 0] == pytest.approx(5.0)
     smoother.keep({1})  # track 0 ended: it starts afresh when seen again
-    assert smoother.hand(hand(3.0, track_id=0), 0.2).vertices[0, 0] == pytest.approx(3.0)
+    assert smoother.hand(hand(3.0, track_id=0), 0.2, K).vertices[0, 0] == pytest.approx(3.0)
     smoother.follow(False)
     assert smoother.follow(True)  # switched back on: stale state dropped
-    assert smoother.hand(hand(7.0, track_id=1), 0.3).vertices[0, 0] == pytest.approx(7.0)
+    assert smoother.hand(hand(7.0, track_id=1), 0.3, K).vertices[0, 0] == pytest.approx(7.0)
 
 
 def test_box_smoothing():

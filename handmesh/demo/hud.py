@@ -46,6 +46,7 @@ def draw_text_block(image: np.ndarray, lines: list[tuple[str, tuple[int, int, in
         return
     scale = max(0.4, min(image.shape[:2]) / 900)
     thickness = 1
+    lines = [(fit_text(text, image.shape[1] - 12, scale), colour) for text, colour in lines]
     line_height = int(24 * scale / 0.55)
     width = max(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] for text, _ in lines) + 12
     height = line_height * len(lines) + 8
@@ -55,6 +56,15 @@ def draw_text_block(image: np.ndarray, lines: list[tuple[str, tuple[int, int, in
     for row, (text, colour) in enumerate(lines):
         baseline = y0 + 4 + line_height * (row + 1) - line_height // 4
         cv2.putText(image, text, (6, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def fit_text(text: str, width: int, scale: float) -> str:
+    """text, cut with an ellipsis to fit `width` px in the HUD font."""
+    if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+        return text
+    while len(text) > 1 and cv2.getTextSize(text + "...", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def draw_box(image: np.ndarray, box: Box, label: str = "", colour: tuple[int, int, int] = BOX_COLOUR) -> None:

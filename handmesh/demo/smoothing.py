@@ -63,7 +63,7 @@ class SmoothingParams:
 
 
 class HandSmoother:
-    """Per-track One Euro filters for the crop box (px) and the outputs (metres, px). Tracks are keyed by track_id."""
+    """Per-track One Euro filters for the crop box (px) and the 3D outputs (metres). Tracks are keyed by track_id."""
 
     def __init__(self, params: SmoothingParams = SmoothingParams()):
         self.params = params
@@ -87,13 +87,15 @@ class HandSmoother:
         cx, cy, size = self._filter(track_id, "box", self.params.beta_pixels)(box.as_array(), t)
         return Box(float(cx), float(cy), float(size))
 
-    def hand(self, hand: HandEstimate, t: float) -> HandEstimate:
-        """Smooths vertices and 3D keypoints together (metres) and the 2D keypoints (px)."""
+    def hand(self, hand: HandEstimate, t: float, K: np.ndarray) -> HandEstimate:
+        """Smooths vertices and 3D keypoints together (metres); the 2D keypoints become the smoothed 3D keypoints
+        projected through the frame's K (3, 3) px, so the skeleton, the mesh and the tracker's box agree."""
         n = len(hand.vertices)
         points = self._filter(hand.track_id, "3d", self.params.beta_metres)(
             np.concatenate([hand.vertices, hand.keypoints_3d]), t
         )  # (778 + 21, 3)
-        keypoints_2d = self._filter(hand.track_id, "2d", self.params.beta_pixels)(hand.keypoints_2d, t)
+        uvw = points[n:] @ np.asarray(K, dtype=np.float64).T
+        keypoints_2d = uvw[:, :2] / np.maximum(uvw[:, 2:], 1e-6)  # (21, 2) px
         return replace(
             hand,
             vertices=points[:n].astype(np.float32),

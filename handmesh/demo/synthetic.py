@@ -17,7 +17,7 @@ from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.outputs import VideoRecorder
 from handmesh.mano import ManoLayer
 from handmesh.poses import named_pose, viewing_placement
-from handmesh.render import MeshRenderer, RendererUnavailable, render_mesh_opencv
+from handmesh.render import SKIN_RGB, MeshRenderer, RendererUnavailable, render_mesh_opencv
 
 
 @dataclass
@@ -50,10 +50,12 @@ def background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
 def write_synthetic_clip(
     path: str | os.PathLike, mano_dir: str | os.PathLike, frames: int = 8, width: int = 640, height: int = 480,
     side: str = "right", pose: str = "flat", fps: float = 30.0, seed: int = 0, fill: float = 0.45,
+    colour: tuple[float, float, float] = SKIN_RGB,
 ) -> SyntheticClip:
     """Write an mp4 of the posed hand, palm to the camera, drifting sideways and turning, over moving backgrounds.
 
-    The hand spans about `fill` of min(W, H). Rendered with pyrender when a GL context exists, else with OpenCV.
+    The hand spans about `fill` of min(W, H), in `colour` (linear RGB in [0, 1]). Rendered with pyrender when a GL
+    context exists, else with OpenCV.
     """
     layer = ManoLayer.from_dir(mano_dir, side=side)
     with torch.no_grad():
@@ -80,11 +82,11 @@ def write_synthetic_clip(
             points = (placed - centre) @ rotation.T + centre + shift  # (778 + 21, 3) metres, camera frame
             image = np.ascontiguousarray(scene[:, int(phase * width) : int(phase * width) + width])
             if renderer is not None:
-                rendering = renderer.render([(points[: len(vertices)], faces)], K)
+                rendering = renderer.render([(points[: len(vertices)], faces)], K, color=colour)
                 mask = rendering.mask
                 image[mask] = rendering.color[mask]
             else:
-                drawn = render_mesh_opencv(image, points[: len(vertices)], faces, K, alpha=1.0)
+                drawn = render_mesh_opencv(image, points[: len(vertices)], faces, K, color=colour, alpha=1.0)
                 mask = np.any(drawn != image, axis=-1)
                 image = drawn
             uvw = points[len(vertices) :] @ K.T

@@ -1,0 +1,276 @@
+"""The demo app: options, the window and its keys, the HUD, recording and saving, around the threaded pipeline.
+
+`python demo/webcam.py ...` and `handmesh demo ...` run `main` / `run` here.
+Keys (window): q quit, s save the shown frame and meshes, r start/stop recording, m mesh/skeleton, f smoothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from handmesh.demo.capture import open_source
+from handmesh.demo.crop import frame_intrinsics
+from handmesh.demo.detect import DETECTORS, BoxTracker, make_detector
+from handmesh.demo.hud import BOX_COLOUR, KEY_HELP, TEXT_COLOUR, WARNING_COLOUR, RateMeter, draw_box, draw_text_block
+from handmesh.demo.outputs import MESH_FORMATS, MeshSaver, VideoRecorder, save_snapshot
+from handmesh.demo.overlay import RENDERERS, OverlayRenderer, ViewOptions
+from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
+from handmesh.errors import HandmeshError
+
+DEFAULT_CHECKPOINT = Path("runs/quickstart/model.ckpt")  # used when present and no --checkpoint is given
+DEFAULT_SNAPSHOT_DIR = Path("runs/demo")  # where the s and r keys write
+WINDOW = "handmesh demo"
+VIEW_CYCLE = ((True, False), (False, True), (True, True))  # (mesh, skeleton) states the m key steps through
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="0", help="webcam index, video file, image folder or image (default: 0)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"trained model (default: {DEFAULT_CHECKPOINT} when present, else an untrained model)")
+    parser.add_argument("--mano-dir", default=None, help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
+    parser.add_argument("--detector", choices=DETECTORS, default="auto",
+                        help="mediapipe hands, or a box tracked from the model's keypoints (auto: mediapipe if installed)")
+    parser.add_argument("--max-hands", type=int, default=None, help="hands to find (default: 2 with mediapipe, 1 tracker)")
+    parser.add_argument("--hand", choices=("right", "left"), default="right", help="side of the tracked hand (tracker)")
+    parser.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
+                        help="the camera's pixel intrinsics (default: f = max(W, H), centred principal point)")
+    parser.add_argument("--skeleton", action="store_true", help="draw 2D keypoints and bones (key m cycles views)")
+    parser.add_argument("--side-view", action="store_true", help="add a panel with the mesh seen from the side and top")
+    parser.add_argument("--renderer", choices=RENDERERS, default="auto",
+                        help="mesh drawing: pyrender offscreen (EGL) or the OpenCV fallback (auto: pyrender if it works)")
+    parser.add_argument("--alpha", type=float, default=ViewOptions.alpha, help="mesh opacity over the frame")
+    parser.add_argument("--no-smoothing", action="store_true", help="no temporal (One Euro) smoothing (key f toggles)")
+    parser.add_argument("--no-window", action="store_true", help="headless: no window (use with --out)")
+    parser.add_argument("--no-hud", action="store_true", help="no text or boxes on the frames")
+    parser.add_argument("--out", type=Path, default=None, help="record the overlay video here (.mp4)")
+    parser.add_argument("--save-meshes", type=Path, default=None, metavar="DIR",
+                        help="write per-frame meshes and keypoints.json into DIR")
+    parser.add_argument("--mesh-format", choices=MESH_FORMATS, default="obj", help="format of written meshes")
+    parser.add_argument("--snapshot-dir", type=Path, default=DEFAULT_SNAPSHOT_DIR, help="where keys s and r write")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+
+
+def parse_intrinsics(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[0] <= 0 or values[1] <= 0:
+        raise HandmeshError(f"--intrinsics {text!r}: expected four numbers fx,fy,cx,cy in pixels with fx, fy > 0")
+    return values
+
+
+def load_predictor(checkpoint: Path | None, mano_dir: str | None):
+    """The checkpoint's Predictor; with no --checkpoint, the quickstart one when present, else an untrained model."""
+    from handmesh.inference import Predictor  # torch and timm load here, not at import
+
+    if checkpoint is None and DEFAULT_CHECKPOINT.is_file():
+        checkpoint = DEFAULT_CHECKPOINT
+    if checkpoint is None:
+        print(f"no --checkpoint and no {DEFAULT_CHECKPOINT}: running an UNTRAINED model (train one with `make quickstart`)",
+              file=sys.stderr)
+        return Predictor.untrained(mano_dir=mano_dir)
+    return Predictor.from_checkpoint(checkpoint, mano_dir=mano_dir)
+
+
+def model_warnings(predictor) -> list[str]:
+    lines = []
+    if not predictor.is_trained:
+        lines.append("UNTRAINED model (random weights): the mesh is not a reconstruction")
+    if predictor.is_standin:
+        lines.append("STAND-IN hand model, not MANO: results are illustrative")
+    return lines
+
+
+def open_window() -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise HandmeshError("no display to open a window on (DISPLAY is not set); run headless: --no-window --out out.mp4")
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error as error:
+        raise HandmeshError(
+            f"could not open a window ({str(error).strip().splitlines()[-1]}); run headless: --no-window --out out.mp4"
+        ) from None
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Let `kill` stop the demo like Ctrl-C, so recordings are finalised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class DemoApp:
+    """One run: owns the source, detector, pipeline, window and outputs; `loop()` processes until the end or q."""
+
+    def __init__(self, args: argparse.Namespace, source, predictor, stack: ExitStack):
+        self.args, self.source, self.predictor = args, source, predictor
+        self.K = frame_intrinsics(source.width, source.height, parse_intrinsics(args.intrinsics))
+        self.detector = make_detector(args.detector, source.width, source.height, args.max_hands,
+                                      left_hand=args.hand == "left", video=source.is_video)
+        stack.callback(self.detector.close)
+        self.settings = LiveSettings(view=ViewOptions(mesh=True, skeleton=args.skeleton, alpha=args.alpha),
+                                     smoothing=not args.no_smoothing)
+        panel = source.height // 2 if args.side_view else 0
+        self.output_size = (source.width + panel, source.height)  # (width, height) of shown / recorded frames
+        self.rates = RateMeter()
+        self.status_lines = [predictor.description.split(";")[0], *model_warnings(predictor)]
+        self.recorder: VideoRecorder | None = None
+        self.recordings: list[Path] = []
+        if args.out is not None:
+            self.recorder = VideoRecorder(args.out, source.fps, self.output_size)
+        stack.callback(self._stop_recording)  # also finalises a recording started with the r key
+        self.saver: MeshSaver | None = None
+        if args.save_meshes is not None:
+            self.saver = MeshSaver(args.save_meshes, args.mesh_format, self.K, source.description)
+            stack.callback(self._close_saver)
+        self.frames = 0
+
+    def _renderer(self) -> OverlayRenderer:
+        return OverlayRenderer(self.source.width, self.source.height, self.K, self.args.renderer, self.args.side_view)
+
+    def loop(self, stack: ExitStack) -> None:
+        reconstructor = HandReconstructor(self.predictor, self.K, self.settings)
+        pipeline = Pipeline(self.source, self.detector, reconstructor, self._renderer, self.settings,
+                            max_frames=self.args.max_frames).start()
+        stack.callback(pipeline.stop)
+        total = self.source.frame_count
+        if self.args.max_frames is not None:
+            total = min(total or self.args.max_frames, self.args.max_frames)
+        progress = tqdm(total=total, unit="frame", disable=not self.args.no_window)
+        stack.callback(progress.close)
+        start = time.perf_counter()
+        while (packet := pipeline.get()) is not None:
+            self.rates.add_stages(packet.timings_ms)
+            self.rates.tick(time.perf_counter())
+            image = packet.image if self.args.no_hud else self._hud(packet)
+            if self.recorder is not None:
+                self.recorder.write(image)
+            if self.saver is not None:
+                self.saver.add(packet.frame.index, packet.frame.time, packet.hands)
+            self.frames += 1
+            progress.update(1)
+            if not self.args.no_window and not self._show(image, packet):
+                break
+        progress.close()
+        self.elapsed = time.perf_counter() - start
+        self.dropped = pipeline.dropped
+
+    def _hud(self, packet) -> np.ndarray:
+        image = packet.image.copy()
+        for detection in packet.detections:
+            tracker_start = isinstance(self.detector, BoxTracker) and detection.box == self.detector.start_box
+            label = "put your hand in the box" if tracker_start else ("L" if detection.is_left else "R")
+            draw_box(image, detection.box, label, BOX_COLOUR)
+        settings = self.settings
+        state = [self.detector.name, "smoothing on" if settings.smoothing else "smoothing off"]
+        if self.recorder is not None:
+            state.append(f"REC {self.recorder.frames}")
+        if not packet.hands:
+            state.append("no hand in view")
+        lines = [(self.rates.summary(), TEXT_COLOUR), (" | ".join(state), TEXT_COLOUR)]
+        lines += [(self.status_lines[0], TEXT_COLOUR)] + [(text, WARNING_COLOUR) for text in self.status_lines[1:]]
+        draw_text_block(image, lines)
+        if not self.args.no_window:
+            draw_text_block(image, [(KEY_HELP, TEXT_COLOUR)], top=False)
+        return image
+
+    def _show(self, image: np.ndarray, packet) -> bool:
+        """Shows the frame and handles keys; False to quit."""
+        cv2.imshow(WINDOW, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+            return False
+        if key == ord("s"):
+            paths = save_snapshot(self.args.snapshot_dir, image, packet.hands, self.args.mesh_format)
+            print(f"saved {', '.join(str(p) for p in paths)}", file=sys.stderr)
+        elif key == ord("r"):
+            self._toggle_recording()
+        elif key == ord("m"):
+            view = self.settings.view
+            index = VIEW_CYCLE.index((view.mesh, view.skeleton)) if (view.mesh, view.skeleton) in VIEW_CYCLE else -1
+            view.mesh, view.skeleton = VIEW_CYCLE[(index + 1) % len(VIEW_CYCLE)]
+        elif key == ord("f"):
+            self.settings.smoothing = not self.settings.smoothing
+        return True
+
+    def _toggle_recording(self) -> None:
+        if self.recorder is not None:
+            self._stop_recording()
+            return
+        self.args.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self.args.snapshot_dir / time.strftime("recording_%Y%m%d-%H%M%S.mp4")
+        self.recorder = VideoRecorder(path, self.source.fps, self.output_size)
+        print(f"recording to {path} (r stops)", file=sys.stderr)
+
+    def _stop_recording(self) -> None:
+        if self.recorder is not None:
+            path = self.recorder.close()
+            if path is not None:
+                self.recordings.append(path)
+                print(f"wrote {path} ({self.recorder.frames} frames)", file=sys.stderr)
+            self.recorder = None
+
+    def _close_saver(self) -> None:
+        if self.saver is not None:
+            path = self.saver.close()
+            print(f"wrote {self.saver.meshes} meshes and {path}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.no_window and args.out is None and args.save_meshes is None:
+        raise HandmeshError("--no-window with no output: expected --out out.mp4 and/or --save-meshes DIR")
+    with ExitStack() as stack, sigterm_as_interrupt():
+        source = open_source(args.source)
+        stack.callback(source.close)
+        print(f"source: {source.description}, {source.width}x{source.height}", file=sys.stderr)
+        if not args.no_window:
+            open_window()
+            stack.callback(cv2.destroyAllWindows)
+        predictor = load_predictor(args.checkpoint, args.mano_dir)
+        print(f"model: {predictor.description}", file=sys.stderr)
+        app = DemoApp(args, source, predictor, stack)
+        print(f"detector: {app.detector.name}", file=sys.stderr)
+        app.loop(stack)
+        rate = app.frames / app.elapsed if app.elapsed > 0 else 0.0
+        print(f"{app.frames} frames in {app.elapsed:.1f} s ({rate:.1f} FPS; {app.rates.summary()})"
+              + (f"; {app.dropped} stale frames dropped" if app.dropped else ""), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python demo/webcam.py`: the same as `handmesh demo`."""
+    parser = argparse.ArgumentParser(prog="demo/webcam.py", description="handmesh live demo: 3D hand meshes on video")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except HandmeshError as error:
+        print(f"handmesh demo: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("handmesh demo: interrupted", file=sys.stderr)
+        return 130

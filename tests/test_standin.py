@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from scipy.spatial import cKDTree
 
 from handmesh.joints import FINGERTIP_VERTEX_IDS, MANO_PARENTS
 from handmesh.standin import STANDIN_KEY, build_standin, write_standin
@@ -59,6 +60,31 @@ def _lbs(model: dict, hand_pose: np.ndarray, betas: np.ndarray | None = None) ->
     return vertices[0].numpy()
 
 
+def _piercings(v: np.ndarray, f: np.ndarray) -> int:
+    """How many (edge, triangle) pairs of the mesh cross, the triangle not touching the edge: 0 for a surface
+    without self-intersections."""
+    edges = np.unique(np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1), axis=0)
+    centres = v[f].mean(axis=1)
+    reach = np.linalg.norm(v[f] - centres[:, None], axis=2).max()
+    half = np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1).max() / 2
+    pairs = cKDTree(v[edges].mean(axis=1)).query_ball_tree(cKDTree(centres), reach + half)
+    e_ids = np.repeat(np.arange(len(edges)), [len(p) for p in pairs])
+    t_ids = np.concatenate([np.array(p, dtype=np.int64) for p in pairs])
+    touching = (f[t_ids] == edges[e_ids, :1]).any(1) | (f[t_ids] == edges[e_ids, 1:]).any(1)
+    e_ids, t_ids = e_ids[~touching], t_ids[~touching]
+    p, d = v[edges[e_ids, 0]], v[edges[e_ids, 1]] - v[edges[e_ids, 0]]
+    a, b, c = (v[f[t_ids, i]] for i in range(3))
+    e1, e2 = b - a, c - a  # Moeller-Trumbore, segment version
+    h = np.cross(d, e2)
+    det = np.einsum("ij,ij->i", e1, h)
+    solvable = np.abs(det) > 1e-18  # not parallel
+    inv = 1.0 / np.where(solvable, det, np.inf)
+    s = p - a
+    q = np.cross(s, e1)
+    u, w, t = (inv * np.einsum("ij,ij->i", x, y) for x, y in ((s, h), (d, q), (e2, q)))
+    return int(np.sum((u >= 0) & (w >= 0) & (u + w <= 1) & (t >= 0) & (t <= 1) & solvable))
+
+
 def test_every_key_with_mano_shapes_and_dtypes(right):
     for key, (shape, dtype) in SHAPES.items():
         assert right[key].shape == shape and right[key].dtype == dtype, key
@@ -98,6 +124,15 @@ def test_mesh_is_a_disc_open_only_at_the_wrist_and_wound_outward(right):
                              np.vstack([faces, cap]), process=False)
     assert closed.is_watertight and closed.volume > 0
     assert 2.5e-4 < closed.volume < 6e-4  # m^3: an adult hand is about 400 ml
+
+
+def test_rest_surface_does_not_cross_itself(right):
+    faces = right["f"].astype(np.int64)
+    assert _piercings(right["v_template"], faces) == 0
+    # The check sees a crossing: push the index finger's last two phalanges into the middle finger.
+    moved = right["v_template"].copy()
+    moved[right["weights"][:, [2, 3]].sum(axis=1) > 0.5] += [0.0, 0.0, -0.02]
+    assert _piercings(moved, faces) > 10
 
 
 def test_two_writes_give_identical_bytes(written, tmp_path):

@@ -12,18 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import Delaunay
 
 from handmesh.joints import FINGERTIP_VERTEX_IDS, NUM_FACES, NUM_VERTICES
-from handmesh.standin.anatomy import FINGERS, WRIST, Anatomy, Chain
+from handmesh.standin.anatomy import FINGERS, Anatomy, Chain
+from handmesh.standin.palm import WRIST_RING, palm_patch, wrist_ring
 
 RING = 8  # vertices around a digit
-WRIST_RING = 16  # vertices of the open wrist boundary (MANO's wrist hole has 16 edges)
 SPACING = 0.0068  # metres: largest gap between a digit's rings
 CAP_ANGLES = np.radians([58.0, 28.0])  # polar angles of the cap rings, from the digit's axis
 TUBE_START = {"index": 0.5, "middle": 0.5, "pinky": 0.5, "ring": 0.5, "thumb": 0.35}  # first ring, along bone 1
-WRIST_CUT = 0.008  # metres proximal to the wrist joint where the mesh ends
-PALM_CENTRE = WRIST + np.array([-0.046, -0.003, 0.003])  # (3,) rays of the palm start here
 # Tip vertex id of each digit in FINGERS order (index, middle, pinky, ring, thumb).
 TIP_IDS = dict(zip(("thumb", "index", "middle", "ring", "pinky"), FINGERTIP_VERTEX_IDS))
 
@@ -47,6 +44,8 @@ class _Tube:
     axial: np.ndarray  # (n,)
     joint_rings: dict[int, np.ndarray]  # MANO joint id -> local ids
     tip: int  # local id of the pole
+    axis: np.ndarray  # (M, 3) the axis polyline from the first ring's centre to the tip's centre
+    radius: float  # metres: the first ring's largest distance from the axis
 
 
 def _point_on_chain(chain: Chain, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,105 +111,20 @@ def _tube(anatomy: Anatomy, chain: Chain, first_joint: int) -> _Tube:
         match = [i for i, t in enumerate(ts) if abs(t - knot) < 1e-9]
         if match:
             joint_rings[j] = match[0] * RING + np.arange(RING)
-    return _Tube(vertices, np.array(faces), np.concatenate(axial), joint_rings, pole)
-
-
-def _stereographic(points: np.ndarray, pole: np.ndarray) -> np.ndarray:
-    """(N, 2) stereographic image of the directions from PALM_CENTRE to points (N, 3), from `pole` (unit)."""
-    e1 = np.cross(pole, [0.0, 1.0, 0.0])
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(pole, e1)
-    q = points - PALM_CENTRE
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return np.stack([q @ e1, q @ e2], axis=1) / (1.0 - q @ pole)[:, None]
-
-
-def _inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """(N,) bool: even-odd test of points (N, 2) against a closed polygon (M, 2)."""
-    x, y = points[:, 0:1], points[:, 1:2]
-    ax, ay = polygon[:, 0], polygon[:, 1]
-    bx, by = np.roll(ax, -1), np.roll(ay, -1)
-    crosses = ((ay > y) != (by > y)) & (x < (bx - ax) * (y - ay) / (by - ay + 1e-300) + ax)
-    return crosses.sum(axis=1) % 2 == 1
-
-
-def _fibonacci_sphere(count: int) -> np.ndarray:
-    i = np.arange(count) + 0.5
-    z = 1.0 - 2.0 * i / count
-    phi = np.pi * (1.0 + 5.0 ** 0.5) * i
-    r = np.sqrt(1.0 - z * z)
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-
-
-def _farthest_points(candidates: np.ndarray, fixed: np.ndarray, count: int) -> np.ndarray:
-    """Indices of `count` candidates (N, 3) chosen greedily farthest from `fixed` (M, 3) and each other."""
-    gap = np.min(np.linalg.norm(candidates[:, None] - fixed[None], axis=2), axis=1)
-    chosen = []
-    for _ in range(count):
-        best = int(np.argmax(gap))
-        chosen.append(best)
-        gap = np.minimum(gap, np.linalg.norm(candidates - candidates[best], axis=1))
-    return np.array(chosen)
-
-
-def _wrist_ring(anatomy: Anatomy) -> np.ndarray:
-    """(16, 3) the open boundary: rays in the cut plane from the wrist's axis."""
-    centre = WRIST + np.array([WRIST_CUT, 0.0, 0.0])
-    angles = 2.0 * np.pi * np.arange(WRIST_RING) / WRIST_RING
-    rays = np.stack([np.zeros(WRIST_RING), np.sin(angles), np.cos(angles)], axis=1)
-    return anatomy.cast(np.repeat(centre[None], WRIST_RING, 0), rays, max_length=0.06)
-
-
-def _palm(anatomy: Anatomy, wrist: np.ndarray, holes: list[np.ndarray], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` palm vertices and the palm's faces over [wrist ring, hole rings..., palm vertices] (global order)."""
-    pole = WRIST + np.array([WRIST_CUT, 0.0, 0.0]) - PALM_CENTRE
-    pole /= np.linalg.norm(pole)
-    loops = [_stereographic(wrist, pole)] + [_stereographic(h, pole) for h in holes]
-    directions = _fibonacci_sphere(24000)
-    flat = _stereographic(PALM_CENTRE + directions, pole)
-    keep = _inside(flat, loops[0])
-    for loop in loops[1:]:
-        keep &= ~_inside(flat, loop)
-    candidates = anatomy.cast(np.repeat(PALM_CENTRE[None], keep.sum(), 0), directions[keep], max_length=0.15)
-    boundary = np.concatenate([wrist] + holes)
-    # Keep candidates off the boundary so that every boundary edge survives the triangulation.
-    near = np.min(np.linalg.norm(candidates[:, None] - boundary[None], axis=2), axis=1)
-    candidates = candidates[near > 0.45 * SPACING]
-    chosen = candidates[_farthest_points(candidates, boundary, count)]
-    points = np.concatenate([boundary, chosen])
-    flat = _stereographic(points, pole)
-    # Shrink each hole about its centre in the plane: only the topology comes from this picture, and narrower
-    # holes keep neighbouring rings' edges from crowding each other out of the Delaunay triangulation.
-    start = len(wrist)
-    for hole in holes:
-        ids = slice(start, start + len(hole))
-        flat[ids] = flat[ids].mean(0) + 0.8 * (flat[ids] - flat[ids].mean(0))
-        start += len(hole)
-    triangles = Delaunay(flat).simplices
-    centroids = flat[triangles].mean(axis=1)
-    keep = _inside(centroids, flat[: len(wrist)])
-    start = len(wrist)
-    for hole in holes:
-        keep &= ~_inside(centroids, flat[start: start + len(hole)])
-        start += len(hole)
-    triangles = triangles[keep]
-    # Orient outward: the ray direction from the palm centre and the face normal must agree.
-    a, b, c = (points[triangles[:, i]] for i in range(3))
-    normals = np.cross(b - a, c - a)
-    if np.sum(np.einsum("ij,ij->i", normals, (a + b + c) / 3.0 - PALM_CENTRE)) < 0:
-        triangles = triangles[:, ::-1]
-    return chosen, triangles
+    axis = np.array([_point_on_chain(chain, t)[0] for t in stops])
+    radius = float(np.max(np.linalg.norm(vertices[:RING] - axis[0], axis=1)))
+    return _Tube(vertices, np.array(faces), np.concatenate(axial), joint_rings, pole, axis, radius)
 
 
 def build_mesh(anatomy: Anatomy | None = None) -> HandMesh:
     """The rest mesh with MANO's vertex and face counts; the fingertip poles sit at FINGERTIP_VERTEX_IDS."""
     anatomy = anatomy or Anatomy.default()
     tubes = [_tube(anatomy, chain, 1 + 3 * k) for k, chain in enumerate(anatomy.digits)]
-    wrist = _wrist_ring(anatomy)
+    wrist = wrist_ring(anatomy)
     holes = [tube.vertices[:RING] for tube in tubes]
     tube_total = sum(len(tube.vertices) for tube in tubes)
     palm_count = NUM_VERTICES - WRIST_RING - tube_total
-    palm_points, palm_faces = _palm(anatomy, wrist, holes, palm_count)
+    palm_points, palm_faces = palm_patch(anatomy, wrist, holes, [(t.axis, t.radius) for t in tubes], palm_count)
     # Working order: wrist ring, palm interior, then each tube (its first ring is a palm hole).
     tube_offsets = np.cumsum([WRIST_RING + palm_count] + [len(t.vertices) for t in tubes])[:-1]
     to_work = np.concatenate([np.arange(WRIST_RING)]

@@ -243,6 +243,21 @@ def test_loads_in_smplx_and_the_handmesh_loader(written):
         assert loaded.is_standin and loaded.side == side
 
 
+def test_pose_correctives_swell_the_palm_side_of_a_bent_joint(right):
+    flexion = np.radians(90)
+    rotation = np.array([[np.cos(flexion), -np.sin(flexion), 0.0], [np.sin(flexion), np.cos(flexion), 0.0],
+                         [0.0, 0.0, 1.0]])  # about z: the index PIP's flexion axis in MANO's frame
+    feature = np.zeros(135)
+    feature[9:18] = (rotation - np.eye(3)).ravel()  # joint 2 is the second of joints 1..15
+    offsets = right["posedirs"] @ feature  # (778, 3) metres, MANO's convention
+    size = np.linalg.norm(offsets, axis=1)
+    assert 0.001 < size.max() < 0.005
+    swollen = size > 1e-9
+    assert np.all(right["weights"][swollen][:, [1, 2, 3]].sum(axis=1) > 0.99)  # the index finger only
+    assert np.all(offsets[swollen, 1] < 0)  # outward on the palm side (-y)
+    assert np.abs(right["posedirs"] @ np.zeros(135)).max() == 0.0
+
+
 def test_shape_directions_keep_a_plausible_hand(right):
     v, tip = right["v_template"], FINGERTIP_VERTEX_IDS[2]
     def length(verts: np.ndarray) -> float:  # wrist joint to middle fingertip, metres
@@ -254,3 +269,5 @@ def test_shape_directions_keep_a_plausible_hand(right):
             change = np.linalg.norm(shaped - v, axis=1).max()
             assert 0.001 < change < 0.03, (beta, value, change)
             assert 0.15 < length(shaped) < 0.22
+    # Beta 0 is overall size: about 6 % per unit, about the wrist.
+    assert length(v + right["shapedirs"][:, :, 0]) / length(v) == pytest.approx(1.06, abs=0.01)

@@ -1,10 +1,9 @@
 """The stand-in hand's triangle mesh: 778 vertices, 1538 faces, open at the wrist, in MANO's vertex budget.
 
 Digits are tubes of 8-vertex rings along their bones (a ring on every finger joint distal to the web), closed by
-a rounded cap whose pole is the fingertip vertex. The palm is everything else: a disc with five holes (the
-digits' first rings) and an open 16-vertex wrist ring. Its vertices are rays cast from a point inside the palm,
-spread by farthest-point sampling and triangulated in a stereographic image of the ray directions, where the
-holes and the wrist ring are simple loops. Every vertex lies on `Anatomy.field`'s zero set.
+a rounded cap whose pole is the fingertip vertex. The palm is everything else (see palm.py): a disc with five
+holes (the digits' first rings) and an open 16-vertex wrist ring. Every vertex lies on `Anatomy.field`'s zero
+set; the palm gets whatever vertices the tubes leave of MANO's 778.
 """
 
 from __future__ import annotations

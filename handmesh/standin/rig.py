@@ -18,7 +18,7 @@ from handmesh.standin.mesh import HandMesh
 BLEND = 0.004  # metres: half-width of the weight blend across a PIP, DIP or IP joint
 KNUCKLE_BLEND = (-0.008, 0.006)  # metres along the finger from its MCP: the palm hands over to the finger here
 THUMB_REACH = (0.013, 0.025)  # metres from the thumb's metacarpal: fully the thumb's, then the palm's
-REGRESSOR_RADIUS = {0: 0.024, 13: 0.020}  # metres: vertices averaged for joints inside the palm (default below)
+REGRESSOR_RADIUS = {0: 0.024, 13: 0.024}  # metres: vertices averaged for joints inside the palm (default below)
 BULGE = 0.003  # metres: palmar bulge of a joint flexed by 90 degrees
 BULGE_REACH = 0.008  # metres along the bone from the joint
 

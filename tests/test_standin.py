@@ -36,7 +36,7 @@ FINGER_JOINTS = {0: (13, 14, 15), 1: (1, 2, 3), 2: (4, 5, 6), 3: (10, 11, 12), 4
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     folder = tmp_path_factory.mktemp("standin")
-    paths = write_standin(folder)
+    paths = write_standin(folder, progress=False)
     models = {side: pickle.loads(path.read_bytes(), encoding="latin1") for side, path in zip(("right", "left"), paths)}
     return folder, paths, models
 
@@ -137,7 +137,7 @@ def test_rest_surface_does_not_cross_itself(right):
 
 def test_two_writes_give_identical_bytes(written, tmp_path):
     _, paths, _ = written
-    again = write_standin(tmp_path)
+    again = write_standin(tmp_path, progress=False)
     assert [p.name for p in again] == ["MANO_RIGHT.pkl", "MANO_LEFT.pkl"]
     for first, second in zip(paths, again):
         assert first.read_bytes() == second.read_bytes()
@@ -271,3 +271,12 @@ def test_shape_directions_keep_a_plausible_hand(right):
             assert 0.15 < length(shaped) < 0.22
     # Beta 0 is overall size: about 6 % per unit, about the wrist.
     assert length(v + right["shapedirs"][:, :, 0]) / length(v) == pytest.approx(1.06, abs=0.01)
+
+
+def test_command_refuses_a_file_as_output_folder(tmp_path, capsys):
+    from handmesh.cli import main
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    assert main(["standin", "--out", str(blocker)]) == 2
+    assert "expected a folder" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csc_matrix
+from tqdm import tqdm
 
 from handmesh.joints import MANO_PARENTS
 from handmesh.standin.anatomy import Anatomy, skeleton
@@ -26,21 +27,28 @@ ROOT_PARENT = 4294967295  # MANO's kintree_table marks the root's parent with 2*
 SIDES = ("right", "left")
 
 
-def _right_hand() -> dict:
-    anatomy = Anatomy.default()
-    mesh = build_mesh(anatomy)
-    regressor = joint_regressor(mesh, skeleton())
-    joints = regressor @ mesh.vertices  # (16, 3) metres: where the file's joints really are
-    weights = skinning_weights(mesh, anatomy)
-    mean, components, coefficients = pose_pca(grasp_set(anatomy))
+def _right_hand(progress: bool = False) -> dict:
+    with tqdm(total=4, desc="building the stand-in hand model", disable=not progress, leave=False) as bar:
+        anatomy = Anatomy.default()
+        mesh = build_mesh(anatomy)
+        bar.update()
+        regressor = joint_regressor(mesh, skeleton())
+        joints = regressor @ mesh.vertices  # (16, 3) metres: where the file's joints really are
+        weights = skinning_weights(mesh, anatomy)
+        bar.update()
+        shapedirs = shape_directions(mesh, anatomy, weights, joints)
+        posedirs = pose_correctives(mesh, anatomy, joints)
+        bar.update()
+        mean, components, coefficients = pose_pca(grasp_set(anatomy))
+        bar.update()
     return {
         "v_template": mesh.vertices,  # (778, 3) float64 metres
         "f": mesh.faces.astype(np.uint32),  # (1538, 3)
         "J_regressor": regressor,  # (16, 778) csc
         "kintree_table": np.array([[ROOT_PARENT, *MANO_PARENTS[1:]], list(range(16))], dtype=np.int64),  # (2, 16)
         "weights": weights,  # (778, 16)
-        "shapedirs": shape_directions(mesh, anatomy, weights, joints),  # (778, 3, 10)
-        "posedirs": pose_correctives(mesh, anatomy, joints),  # (778, 3, 135)
+        "shapedirs": shapedirs,  # (778, 3, 10)
+        "posedirs": posedirs,  # (778, 3, 135)
         "hands_components": components,  # (45, 45)
         "hands_mean": mean,  # (45,)
         "hands_coeffs": coefficients,  # (N, 45)
@@ -90,11 +98,12 @@ def _write_atomically(path: Path, payload: bytes) -> None:
         raise
 
 
-def write_standin(out_dir: str | os.PathLike = DEFAULT_OUT_DIR) -> list[Path]:
-    """Write MANO_RIGHT.pkl and MANO_LEFT.pkl into `out_dir` (created if needed); returns their paths."""
+def write_standin(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, progress: bool = True) -> list[Path]:
+    """Write MANO_RIGHT.pkl and MANO_LEFT.pkl into `out_dir` (created if needed); returns their paths.
+    `progress` shows a progress bar while the model is built (a few seconds)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    right = _right_hand()
+    right = _right_hand(progress)
     paths = []
     for side, model in (("right", right), ("left", mirror(right))):
         path = out_dir / FILE_NAMES[side]

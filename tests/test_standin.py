@@ -13,8 +13,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from handmesh.joints import FINGERTIP_VERTEX_IDS, MANO_PARENTS
-from handmesh.standin import STANDIN_KEY, build_standin, write_standin
-from handmesh.standin.mesh import HandMesh
+from handmesh.mano_file import STANDIN_KEY
+from handmesh.standin import write_standin
 
 torch.set_num_threads(2)
 

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from handmesh.errors import HandmeshError
-from handmesh.standin import DEFAULT_OUT_DIR, write_standin
+from handmesh.mano_file import DEFAULT_STANDIN_DIR
+from handmesh.standin import write_standin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
-                        help=f"folder for MANO_RIGHT.pkl and MANO_LEFT.pkl (default: {DEFAULT_OUT_DIR})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_STANDIN_DIR,
+                        help=f"folder for MANO_RIGHT.pkl and MANO_LEFT.pkl (default: {DEFAULT_STANDIN_DIR})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,15 +13,13 @@ from scipy.sparse import csc_matrix
 from tqdm import tqdm
 
 from handmesh.joints import MANO_PARENTS
+from handmesh.mano_file import DEFAULT_STANDIN_DIR, FILE_NAMES, STANDIN_KEY
 from handmesh.standin.anatomy import Anatomy, skeleton
 from handmesh.standin.grasps import grasp_set, pose_pca
 from handmesh.standin.mesh import build_mesh
 from handmesh.standin.rig import joint_regressor, pose_correctives, shape_directions, skinning_weights
 
-STANDIN_KEY = "handmesh_standin"  # the extra key that tells every tool this is not MANO
-STANDIN_NOTE = "handmesh stand-in hand model; not MANO"
-FILE_NAMES = {"right": "MANO_RIGHT.pkl", "left": "MANO_LEFT.pkl"}
-DEFAULT_OUT_DIR = Path("data/mano_standin")
+STANDIN_NOTE = "handmesh stand-in hand model; not MANO"  # the value of STANDIN_KEY in the stand-in's files
 PICKLE_PROTOCOL = 2  # as the Python-2 originals
 ROOT_PARENT = 4294967295  # MANO's kintree_table marks the root's parent with 2**32 - 1
 SIDES = ("right", "left")
@@ -98,7 +96,7 @@ def _write_atomically(path: Path, payload: bytes) -> None:
         raise
 
 
-def write_standin(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, progress: bool = True) -> list[Path]:
+def write_standin(out_dir: str | os.PathLike = DEFAULT_STANDIN_DIR, progress: bool = True) -> list[Path]:
     """Write MANO_RIGHT.pkl and MANO_LEFT.pkl into `out_dir` (created if needed); returns their paths.
     `progress` shows a progress bar while the model is built (a few seconds)."""
     out_dir = Path(out_dir)

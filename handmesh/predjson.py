@@ -1,0 +1,179 @@
+"""The official FreiHAND prediction file and evaluation annotations: read, validate, write.
+
+`pred.json` = `[xyz_list, verts_list]`: N x 21 x 3 keypoints and N x 778 x 3 vertices, metres, camera frame, in
+evaluation-set order (../shared/docs/freihand.md). Ground truth: `ROOT/evaluation_xyz.json` and
+`ROOT/evaluation_verts.json` in a FreiHAND_pub_v2 folder. Every problem a user can cause is a `HandmeshError` that
+says what was expected, what was found and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from handmesh.errors import DataError, HandmeshError, PredictionFileError
+from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
+
+GT_FILES = ("evaluation_xyz.json", "evaluation_verts.json")
+# A hand is ~0.2 m long: in metres its keypoints sit a few centimetres from their centroid and the camera a few
+# decimetres away. Medians above these limits mean another unit (millimetres give ~50 and ~500).
+MAX_MEDIAN_SPREAD_M = 1.0
+MAX_MEDIAN_COORDINATE_M = 10.0
+_NON_FINITE = re.compile(rb"NaN|-?Infinity")
+
+
+def _load_json(path: Path, error: type[HandmeshError], what: str):
+    if not path.is_file():
+        raise error(f"{what}: expected a JSON file at {path}, found {'a folder' if path.exists() else 'nothing'}")
+    data = path.read_bytes()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as decode_error:
+        found = _NON_FINITE.search(data)
+        if found is not None:
+            raise error(f"{what} {path}: expected finite numbers, found {found.group().decode()} at byte "
+                        f"{found.start()} (not valid JSON, and not a usable coordinate); fix the NaN/inf values at "
+                        "their source and write the file again") from None
+        raise error(f"{what} {path}: expected valid JSON, found an error ({decode_error}) in a {len(data):,}-byte "
+                    "file; it is probably truncated or was written by something else: write it again") from None
+
+
+def _shape_of(sample) -> str:
+    """'21x3' for a regular nested list, a short description otherwise."""
+    if not isinstance(sample, list):
+        return type(sample).__name__
+    rows = {len(row) if isinstance(row, list) else -1 for row in sample}
+    if len(rows) == 1 and -1 not in rows:
+        return f"{len(sample)}x{rows.pop()}"
+    return f"{len(sample)} rows of uneven lengths"
+
+
+def _as_array(samples, name: str, points: int | None, error: type[HandmeshError], source: str) -> np.ndarray:
+    """A list of N (points, 3) nested lists -> (N, points, 3) float64; `points=None` accepts any common count."""
+    expected = f"{points if points is not None else 'V'}x3"
+    if not isinstance(samples, list) or not samples:
+        found = "an empty list" if isinstance(samples, list) else type(samples).__name__
+        raise error(f"{source}: expected {name} as a list of {expected} lists, found {found}")
+    try:
+        array = np.asarray(samples, dtype=np.float64)
+    except (ValueError, TypeError):  # ragged nesting, or null / text entries
+        array = None
+    if array is None or array.ndim != 3 or array.shape[2] != 3 or (points is not None and array.shape[1] != points):
+        first = _shape_of(samples[0])
+        odd = next((i for i, sample in enumerate(samples) if _shape_of(sample) != first), None)
+        if odd is not None:
+            found = f"sample {odd} is {_shape_of(samples[odd])} while sample 0 is {first}"
+        elif array is None:
+            found = f"{first} samples holding entries that are not numbers (null or text)"
+        else:
+            found = f"{first} samples"
+        raise error(f"{source}: expected {name} as {len(samples)} samples of {expected} numbers (metres), found "
+                    f"{found}; write one {expected} list per sample, in evaluation order")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=(1, 2)))
+    if len(bad):
+        raise error(f"{source}: expected finite {name}, found NaN or inf in {len(bad)} samples (first: {bad[0]}); "
+                    "fix the values at their source")
+    return array
+
+
+def check_scale(points: np.ndarray, name: str, error: type[HandmeshError], source: str) -> None:
+    """Refuse (N, P, 3) coordinates that are clearly not metres (millimetres, most likely)."""
+    if len(points) == 0:
+        return
+    spread = float(np.median(np.linalg.norm(points - points.mean(1, keepdims=True), axis=-1)))
+    coordinate = float(np.median(np.abs(points)))
+    if spread > MAX_MEDIAN_SPREAD_M or coordinate > MAX_MEDIAN_COORDINATE_M:
+        raise error(f"{source}: expected {name} in metres (median distance from the hand's centroid ~0.05, median "
+                    f"|coordinate| below 1), found {spread:.3g} and {coordinate:.3g}: this looks like millimetres; the "
+                    "official format is metres: divide by 1000")
+
+
+def check_pred_arrays(xyz: np.ndarray, verts: np.ndarray, source: str) -> None:
+    """Validate predictions already in arrays: (N, 21, 3) keypoints and (N, V, 3) vertices, finite, metres."""
+    if xyz.ndim != 3 or xyz.shape[1:] != (NUM_KEYPOINTS, 3):
+        raise PredictionFileError(f"{source}: expected keypoints of shape (N, {NUM_KEYPOINTS}, 3), found "
+                                  f"{tuple(xyz.shape)}")
+    if verts.ndim != 3 or verts.shape[2] != 3 or verts.shape[0] != xyz.shape[0]:
+        raise PredictionFileError(f"{source}: expected vertices of shape ({xyz.shape[0]}, {NUM_VERTICES}, 3), "
+                                  f"found {tuple(verts.shape)}")
+    for name, array in (("keypoints", xyz), ("vertices", verts)):
+        if not np.isfinite(array).all():
+            first = int(np.flatnonzero(~np.isfinite(array).all(axis=(1, 2)))[0])
+            raise PredictionFileError(f"{source}: expected finite {name}, found NaN or inf (first in sample {first})")
+        check_scale(array, name, PredictionFileError, source)
+
+
+def read_pred_json(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Official `pred.json` -> (xyz (N, 21, 3), verts (N, V, 3)) float64 metres; V is 778 for MANO meshes."""
+    path = Path(path)
+    data = _load_json(path, PredictionFileError, "prediction file")
+    if not isinstance(data, list) or len(data) != 2:
+        found = (f"a list of {len(data)} entries" if isinstance(data, list)
+                 else f"an object with keys {sorted(data)[:5]}" if isinstance(data, dict) else type(data).__name__)
+        raise PredictionFileError(f"prediction file {path}: expected the official format [xyz_list, verts_list] "
+                                  f"(a list of 2 lists), found {found}; write it with handmesh.predjson.write_pred_json")
+    xyz = _as_array(data[0], "keypoints (xyz_list)", NUM_KEYPOINTS, PredictionFileError, str(path))
+    verts = _as_array(data[1], "vertices (verts_list)", None, PredictionFileError, str(path))
+    if len(xyz) != len(verts):
+        raise PredictionFileError(f"{path}: expected as many vertex sets as keypoint sets, found {len(xyz)} keypoint "
+                                  f"and {len(verts)} vertex sets")
+    check_pred_arrays(xyz, verts, str(path))
+    return xyz, verts
+
+
+def write_pred_json(path: str | os.PathLike, xyz, verts) -> Path:
+    """Write the official `[xyz_list, verts_list]`: xyz (N, 21, 3), verts (N, 778, 3) metres (numpy or torch, float32
+    keeps the file small). Validated like `read_pred_json`; written atomically. Returns the path."""
+    xyz, verts = _to_numpy(xyz), _to_numpy(verts)
+    path = Path(path)
+    check_pred_arrays(xyz, verts, f"predictions for {path}")
+    payload = orjson.dumps([xyz, verts], option=orjson.OPT_SERIALIZE_NUMPY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, payload)
+    return path
+
+
+def _to_numpy(array) -> np.ndarray:
+    """numpy or torch -> C-contiguous float32/float64 numpy (what orjson serialises)."""
+    if hasattr(array, "detach"):  # a torch tensor
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    return np.ascontiguousarray(array if array.dtype in (np.float32, np.float64) else array.astype(np.float64))
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write bytes to a temporary file in the same folder, then rename it over `path`."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_eval_ground_truth(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """FreiHAND_pub_v2-style folder -> (xyz (N, 21, 3), verts (N, 778, 3)) float64 metres of the evaluation split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"ground truth: expected a FreiHAND_pub_v2 folder containing {' and '.join(GT_FILES)}, found "
+                        f"{'a file' if root.exists() else 'no such folder'} at {root}; pass --gt the unpacked folder")
+    missing = [name for name in GT_FILES if not (root / name).is_file()]
+    if missing:
+        raise DataError(f"ground truth: expected {', '.join(missing)} in {root}, found no such file; the evaluation "
+                        "annotations come with FreiHAND_pub_v2 (or `handmesh synth` for a synthetic set)")
+    xyz = _as_array(_load_json(root / GT_FILES[0], DataError, "ground truth"), "keypoints", NUM_KEYPOINTS, DataError,
+                    str(root / GT_FILES[0]))
+    verts = _as_array(_load_json(root / GT_FILES[1], DataError, "ground truth"), "vertices", NUM_VERTICES, DataError,
+                      str(root / GT_FILES[1]))
+    if len(xyz) != len(verts):
+        raise DataError(f"ground truth in {root}: expected as many vertex sets as keypoint sets, found {len(xyz)} and "
+                        f"{len(verts)}; one of the files is from another split or damaged")
+    check_scale(xyz, "keypoints", DataError, str(root / GT_FILES[0]))
+    return xyz, verts

@@ -188,3 +188,43 @@ def test_environment_variable_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("HANDMESH_MANO_DIR", str(tmp_path))
     source = resolve_mano_dir(default_dir=tmp_path / "absent")
     assert source.directory == tmp_path and "HANDMESH_MANO_DIR" in source.reason
+
+
+@pytest.fixture(scope="module")
+def standin_dir(tmp_path_factory):
+    from handmesh.standin import write_standin
+
+    directory = tmp_path_factory.mktemp("standin")
+    write_standin(directory, progress=False)
+    return directory
+
+
+def test_standin_left_and_right_mirror(standin_dir):
+    right, left = ManoLayer.from_dir(standin_dir, "right"), ManoLayer.from_dir(standin_dir, "left")
+    assert (right.side, left.side) == ("right", "left") and right.is_standin and left.is_standin
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    pose = axis_angle_to_rotmat(torch.randn(2, 16, 3, generator=torch.Generator().manual_seed(0)) * 0.3)
+    betas = torch.randn(2, 10, generator=torch.Generator().manual_seed(1))
+    # A reflection conjugates rotations: R_left = M R_right M.
+    out_right, out_left = right(pose, betas), left(mirror @ pose @ mirror, betas)
+    torch.testing.assert_close(out_left.vertices, out_right.vertices @ mirror, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_left.keypoints, out_right.keypoints @ mirror, atol=1e-5, rtol=0)
+
+
+def test_left_file_where_right_was_asked_is_refused(standin_dir, tmp_path):
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes((standin_dir / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(ManoFileError, match="holds a left hand, but a right hand was asked for"):
+        ManoLayer.from_dir(tmp_path, "right")
+
+
+def test_standin_matches_smplx_mano(standin_dir):
+    """Our layer (flat_hand_mean=True) agrees with smplx.MANO on the same file and parameters."""
+    import smplx
+
+    reference = smplx.MANO(str(standin_dir), is_rhand=True, use_pca=False, flat_hand_mean=True)
+    layer = ManoLayer.from_dir(standin_dir, "right")
+    generator = torch.Generator().manual_seed(2)
+    pose, betas = torch.randn(3, 48, generator=generator) * 0.3, torch.randn(3, 10, generator=generator)
+    expected = reference(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas).vertices
+    ours = layer(layer.pose_from_axis_angle(pose, add_hands_mean=False), betas).vertices
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -32,6 +33,7 @@ DEFAULT_CHECKPOINT = Path("runs/quickstart/model.ckpt")  # used when present and
 DEFAULT_SNAPSHOT_DIR = Path("runs/demo")  # where the s and r keys write
 WINDOW = "handmesh demo"
 VIEW_CYCLE = ((True, False), (False, True), (True, True))  # (mesh, skeleton) states the m key steps through
+WARMUP_FRAMES = 5  # frames left out of the steady frame rate (GL context, first inference)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +61,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mesh-format", choices=MESH_FORMATS, default="obj", help="format of written meshes")
     parser.add_argument("--snapshot-dir", type=Path, default=DEFAULT_SNAPSHOT_DIR, help="where keys s and r write")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the model (default: all cores but one, which renders)")
+
+
+def default_threads() -> int:
+    """Torch threads for the demo's model: every core but one, left to the renderer and capture (at least 1)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@contextmanager
+def torch_threads(count: int):
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def parse_intrinsics(text: str | None) -> tuple[float, float, float, float] | None:
@@ -148,9 +169,14 @@ class DemoApp:
             self.saver = MeshSaver(args.save_meshes, args.mesh_format, self.K, source.description)
             stack.callback(self._close_saver)
         self.frames = 0
+        self.output_times: list[float] = []  # perf_counter seconds at which each frame came out
+        self.renderer_backend = "none"
 
     def _renderer(self) -> OverlayRenderer:
-        return OverlayRenderer(self.source.width, self.source.height, self.K, self.args.renderer, self.args.side_view)
+        """Called in the render thread, which owns the GL context."""
+        renderer = OverlayRenderer(self.source.width, self.source.height, self.K, self.args.renderer, self.args.side_view)
+        self.renderer_backend = renderer.backend
+        return renderer
 
     def loop(self, stack: ExitStack) -> None:
         reconstructor = HandReconstructor(self.predictor, self.K, self.settings)
@@ -162,10 +188,12 @@ class DemoApp:
             total = min(total or self.args.max_frames, self.args.max_frames)
         progress = tqdm(total=total, unit="frame", disable=not self.args.no_window)
         stack.callback(progress.close)
-        start = time.perf_counter()
+        self.start_time = time.perf_counter()
         while (packet := pipeline.get()) is not None:
+            now = time.perf_counter()
+            self.output_times.append(now)
             self.rates.add_stages(packet.timings_ms)
-            self.rates.tick(time.perf_counter())
+            self.rates.tick(now)
             image = packet.image if self.args.no_hud else self._hud(packet)
             if self.recorder is not None:
                 self.recorder.write(image)
@@ -176,8 +204,18 @@ class DemoApp:
             if not self.args.no_window and not self._show(image, packet):
                 break
         progress.close()
-        self.elapsed = time.perf_counter() - start
         self.dropped = pipeline.dropped
+
+    def stats(self) -> DemoStats:
+        times = self.output_times
+        warm = min(WARMUP_FRAMES, len(times) // 4)
+        span = times[-1] - times[warm] if len(times) > warm + 1 else 0.0
+        return DemoStats(
+            frames=self.frames, seconds=times[-1] - self.start_time if times else 0.0,
+            steady_fps=(len(times) - 1 - warm) / span if span > 0 else 0.0,
+            stage_ms=self.rates.mean_ms(), dropped=self.dropped, detector=self.detector.name,
+            renderer=self.renderer_backend,
+        )
 
     def _hud(self, packet) -> np.ndarray:
         image = packet.image.copy()
@@ -240,24 +278,50 @@ class DemoApp:
             print(f"wrote {self.saver.meshes} meshes and {path}", file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class DemoStats:
+    """How a run went: frames out, rates, and each stage's mean cost."""
+
+    frames: int
+    seconds: float  # from the start of the pipeline to the last frame out
+    steady_fps: float  # frames per second after the first WARMUP_FRAMES (start-up excluded)
+    stage_ms: dict[str, float]  # mean per frame: capture, detect, infer, render
+    dropped: int  # stale live frames skipped
+    detector: str
+    renderer: str
+
+
+def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
+    """One demo run with parsed `add_arguments` options; everything it opened is closed and finalised on return.
+
+    predictor: an already loaded `Predictor` (then --checkpoint is not read), e.g. for benchmarks.
+    """
     if args.no_window and args.out is None and args.save_meshes is None:
         raise HandmeshError("--no-window with no output: expected --out out.mp4 and/or --save-meshes DIR")
-    with ExitStack() as stack, sigterm_as_interrupt():
+    if args.threads is not None and args.threads < 1:
+        raise HandmeshError(f"--threads {args.threads}: expected a count of at least 1")
+    with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(args.threads or default_threads()):
         source = open_source(args.source)
         stack.callback(source.close)
         print(f"source: {source.description}, {source.width}x{source.height}", file=sys.stderr)
         if not args.no_window:
             open_window()
             stack.callback(cv2.destroyAllWindows)
-        predictor = load_predictor(args.checkpoint, args.mano_dir)
+        if predictor is None:
+            predictor = load_predictor(args.checkpoint, args.mano_dir)
         print(f"model: {predictor.description}", file=sys.stderr)
         app = DemoApp(args, source, predictor, stack)
         print(f"detector: {app.detector.name}", file=sys.stderr)
         app.loop(stack)
-        rate = app.frames / app.elapsed if app.elapsed > 0 else 0.0
-        print(f"{app.frames} frames in {app.elapsed:.1f} s ({rate:.1f} FPS; {app.rates.summary()})"
-              + (f"; {app.dropped} stale frames dropped" if app.dropped else ""), file=sys.stderr)
+        stats = app.stats()
+        print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.steady_fps:.1f} FPS after start-up; mean ms: "
+              + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stats.stage_ms.items()) + ")"
+              + (f"; {stats.dropped} stale frames dropped" if stats.dropped else ""), file=sys.stderr)
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args)
     return 0
 
 

@@ -19,7 +19,9 @@ class RateMeter:
 
     def __init__(self, smoothing: float = 0.1):
         self.smoothing = smoothing
-        self.stage_ms: dict[str, float] = {}
+        self.stage_ms: dict[str, float] = {}  # moving averages, for the HUD
+        self.totals_ms: dict[str, float] = {}  # sums over every frame, for the final means
+        self.counts: dict[str, int] = {}
         self.fps = 0.0
         self._last_time: float | None = None
 
@@ -27,6 +29,12 @@ class RateMeter:
         for stage, ms in timings_ms.items():
             previous = self.stage_ms.get(stage)
             self.stage_ms[stage] = ms if previous is None else previous + self.smoothing * (ms - previous)
+            self.totals_ms[stage] = self.totals_ms.get(stage, 0.0) + ms
+            self.counts[stage] = self.counts.get(stage, 0) + 1
+
+    def mean_ms(self) -> dict[str, float]:
+        """Each stage's mean milliseconds per frame over the whole run."""
+        return {stage: self.totals_ms[stage] / self.counts[stage] for stage in self.totals_ms}
 
     def tick(self, now: float) -> None:
         """Count one output frame at time `now` seconds."""

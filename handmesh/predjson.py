@@ -46,16 +46,16 @@ def _load_json(path: Path, error: type[HandmeshError], what: str):
 def _shape_of(sample) -> str:
     """'21x3' for a regular nested list, a short description otherwise."""
     if not isinstance(sample, list):
-        return type(sample).__name__
-    rows = {len(row) if isinstance(row, list) else -1 for row in sample}
-    if len(rows) == 1 and -1 not in rows:
-        return f"{len(sample)}x{rows.pop()}"
-    return f"{len(sample)} rows of uneven lengths"
+        return f"a single {type(sample).__name__}"
+    if not all(isinstance(row, list) for row in sample):
+        return f"a flat list of {len(sample)} values"
+    lengths = {len(row) for row in sample}
+    return f"{len(sample)}x{lengths.pop()}" if len(lengths) == 1 else f"{len(sample)} rows of uneven lengths"
 
 
 def _as_array(samples, name: str, points: int | None, error: type[HandmeshError], source: str) -> np.ndarray:
     """A list of N (points, 3) nested lists -> (N, points, 3) float64; `points=None` accepts any common count."""
-    expected = f"{points if points is not None else 'V'}x3"
+    expected = f"{points if points is not None else NUM_VERTICES}x3"
     if not isinstance(samples, list) or not samples:
         found = "an empty list" if isinstance(samples, list) else type(samples).__name__
         raise error(f"{source}: expected {name} as a list of {expected} lists, found {found}")
@@ -69,9 +69,9 @@ def _as_array(samples, name: str, points: int | None, error: type[HandmeshError]
         if odd is not None:
             found = f"sample {odd} is {_shape_of(samples[odd])} while sample 0 is {first}"
         elif array is None:
-            found = f"{first} samples holding entries that are not numbers (null or text)"
+            found = f"entries that are not numbers (null or text) in {first} samples"
         else:
-            found = f"{first} samples"
+            found = f"{first} in every sample"
         raise error(f"{source}: expected {name} as {len(samples)} samples of {expected} numbers (metres), found "
                     f"{found}; write one {expected} list per sample, in evaluation order")
     bad = np.flatnonzero(~np.isfinite(array).all(axis=(1, 2)))

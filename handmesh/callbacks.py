@@ -1,0 +1,150 @@
+"""Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
+
+`default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, random states);
+`ValidationMeshImages` is opt-in from the YAML configs (it needs a TensorBoard logger).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
+
+from handmesh.checkpoints import atomic_save, metadata, read_checkpoint
+from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_mesh_opencv
+
+MONITOR = "val/pa_mpjpe_mm"  # the best checkpoint has the lowest validation PA-MPJPE
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints to a temporary file then renames it (a crash never leaves a half-written .ckpt); reads them
+    with weights_only and turns corrupt or foreign files into a CheckpointError."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        checkpoint = read_checkpoint(path, map_location="cpu")
+        metadata(checkpoint, path)
+        return checkpoint
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """`<root>/checkpoints/best.ckpt` (lowest val PA-MPJPE) and `last.ckpt` (for `--ckpt_path last`).
+
+    Lightning 2.6 refreshes last.ckpt only when best.ckpt is saved, and writes it at the end of fast_dev_run runs;
+    here last.ckpt is the latest state after every validation and at the end of training (e.g. at max_time), and
+    fast_dev_run writes nothing.
+    """
+
+    def __init__(self, root_dir: str | Path):
+        super().__init__(dirpath=Path(root_dir) / "checkpoints", filename="best", monitor=MONITOR, mode="min",
+                         save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RNGState(Callback):
+    """Stores the Python, NumPy and torch random states in checkpoints and restores them when training resumes, so
+    shuffling, augmentation and dropout continue as if training had never stopped. Exact for checkpoints written at
+    the end of an epoch with num_workers=0 (persistent DataLoader workers keep their own streams). The states are put
+    back at `on_train_start`, after Lightning's setup has drawn its own random numbers (building the optimizer probes
+    the training DataLoader). In multi-process runs every rank restores rank 0's state."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        random.setstate(state["python"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def default_callbacks(root_dir: str | Path) -> list[Callback]:
+    return [BestAndLastCheckpoint(root_dir), RNGState()]
+
+
+class ValidationMeshImages(Callback):
+    """Logs the first `num_images` validation crops with the predicted mesh drawn over them, once per validation, to
+    TensorBoard (`val/mesh_overlay`). Uses pyrender (EGL); without OpenGL it warns once and draws with OpenCV."""
+
+    def __init__(self, num_images: int = 4):
+        self.num_images = num_images
+        self._renderer: MeshRenderer | None = None
+        self._use_opencv = False
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or self.num_images <= 0:
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not loggers or not isinstance(outputs, dict) or "vertices" not in outputs:
+            return
+        count = min(self.num_images, batch["image"].shape[0])
+        images = (batch["image"][:count].float().permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        K = batch["K"][:count].float().cpu().numpy()  # (n, 3, 3)
+        vertices = outputs["vertices"][:count].float().cpu().numpy()  # (n, 778, 3) camera frame
+        faces = pl_module.model.mano.faces.cpu().numpy()
+        panels = [self._draw(images[i], vertices[i], faces, K[i]) for i in range(count)]
+        loggers[0].experiment.add_image("val/mesh_overlay", np.concatenate(panels, axis=1), trainer.global_step,
+                                        dataformats="HWC")
+
+    def _draw(self, image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if not self._use_opencv and (self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height)):
+            self.teardown_renderer()
+            try:
+                self._renderer = MeshRenderer(width, height)
+            except RendererUnavailable as error:
+                warnings.warn(f"validation images drawn with OpenCV instead of OpenGL: {error}")
+                self._use_opencv = True
+        if self._use_opencv:
+            return render_mesh_opencv(image, vertices, faces, K)
+        return overlay(image, self._renderer.render([(vertices, faces)], K))
+
+    def teardown_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.teardown_renderer()

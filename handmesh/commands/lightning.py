@@ -1,0 +1,78 @@
+"""`handmesh fit | validate | test`: LightningCLI over HandMeshModule and FreiHANDDataModule, configured by YAML.
+
+    handmesh fit --config configs/quickstart.yaml [--data.root DIR] [--data.batch_size N] [--mano-dir DIR]
+    handmesh fit --config configs/quickstart.yaml --ckpt_path last        # resume exactly
+    handmesh validate --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/best.ckpt
+    handmesh fit --config configs/freihand_fastvit_ma36.yaml --trainer.devices 8 --trainer.num_nodes 2   # DDP
+
+Every run gets `<trainer.default_root_dir>/checkpoints/{best,last}.ckpt`, written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytorch_lightning.cli import LightningCLI
+from lightning_fabric.plugins import TorchCheckpointIO
+
+from handmesh.callbacks import AtomicCheckpointIO, default_callbacks
+from handmesh.checkpoints import metadata, read_checkpoint
+from handmesh.data.datamodule import FreiHANDDataModule
+from handmesh.lit_module import HandMeshModule
+
+ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nested options
+
+
+class HandmeshCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.input_size", "data.input_size")  # one crop size for data and network
+
+    def _parse_ckpt_path(self) -> None:
+        """Check a checkpoint file before LightningCLI reads its hyper-parameters, so a corrupt or foreign file is a
+        clear CheckpointError. Its saved network settings become the model's; ImageNet weights are not loaded again
+        (the checkpoint's weights replace them)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            metadata(read_checkpoint(ckpt_path), ckpt_path)
+        super()._parse_ckpt_path()
+        if ckpt_path:
+            self.config[subcommand].model.pretrained = None
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config[self.subcommand].trainer
+        self.trainer_defaults["callbacks"] = default_callbacks(trainer.default_root_dir or ".")
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user-chosen plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    """`--mano-dir X` / `--mano-dir=X` -> `--model.mano_dir X` (and the other ALIASES)."""
+    expanded = []
+    for argument in argv:
+        name, equals, value = argument.partition("=")
+        if name in ALIASES:
+            expanded.append(ALIASES[name] + equals + value)
+        else:
+            expanded.append(argument)
+    return expanded
+
+
+def run_lightning(name: str, argv: list[str]) -> int:
+    """Run LightningCLI subcommand `name` ("fit", "validate" or "test") with `argv`; returns the exit code."""
+    try:
+        HandmeshCLI(
+            HandMeshModule,
+            FreiHANDDataModule,
+            args=[name, *expand_aliases(argv)],
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model (LightningCLI)."},
+            auto_configure_optimizers=False,
+        )
+    except SystemExit as stop:  # argument errors (status 2) and --help / --print_config (status 0)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    return 0

@@ -1,0 +1,55 @@
+"""`handmesh predict`: the evaluation split's predictions as an official FreiHAND `pred.json` (camera frame, metres).
+
+    handmesh predict --checkpoint runs/quickstart/checkpoints/best.ckpt --data.root data/synthetic_freihand --out pred.json
+
+Each evaluation image is read whole and resized to the network's input size (as in training); the root position comes
+from the predicted weak-perspective camera and the crop's K. Score the file with `handmesh evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from handmesh.data.freihand import FreiHANDDataset
+from handmesh.errors import HandmeshError
+from handmesh.inference import Predictor
+from handmesh.predjson import write_pred_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
+    parser.add_argument("--data.root", dest="root", required=True, type=Path, help="FreiHAND_pub_v2 folder (or synthetic)")
+    parser.add_argument("--out", required=True, type=Path, help="where to write pred.json")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    parser.add_argument("--mano-dir", default=None, help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int, num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    keypoints, vertices = [], []
+    for batch in tqdm(loader, desc="predict", unit="batch"):
+        prediction = predictor.predict_images(batch["image"], batch["K"])
+        keypoints.append(prediction.keypoints_3d)
+        vertices.append(prediction.vertices)
+    return np.concatenate(keypoints), np.concatenate(vertices)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise HandmeshError(f"--batch-size {args.batch_size} / --num-workers {args.num_workers}: expected a batch size "
+                            ">= 1 and a worker count >= 0.")
+    predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
+    print(predictor.description)
+    dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None)
+    keypoints, vertices = predict_split(predictor, dataset, args.batch_size, args.num_workers)
+    write_pred_json(args.out, keypoints, vertices)
+    print(f"wrote {args.out}: {len(keypoints)} predictions (keypoints and vertices, metres, camera frame)")
+    return 0

@@ -1,0 +1,118 @@
+"""Predictor: a trained checkpoint (or an untrained network) -> hand meshes for image crops. No Lightning at run time.
+
+Used by the demo, `handmesh export`, `handmesh bench` and `handmesh predict`. Checkpoints are read with
+`torch.load(weights_only=True)`; the network is rebuilt from the construction arguments stored in them and its
+encoder reparameterised (train-time branches folded) for speed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handmesh.checkpoints import metadata, model_state_dict, read_checkpoint
+from handmesh.errors import CheckpointError
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import resolve_mano_dir
+from handmesh.models.hand_model import HandModel
+
+UNTRAINED_SEED = 0  # untrained networks are reproducible
+
+
+@dataclass
+class HandPrediction:
+    vertices: np.ndarray  # (B, 778, 3) metres, camera frame (the crop's K; same frame as the full image's camera)
+    keypoints_3d: np.ndarray  # (B, 21, 3) metres, camera frame, FreiHAND order
+    keypoints_2d: np.ndarray  # (B, 21, 2) pixels in the crop
+    camera: np.ndarray  # (B, 3) weak perspective (s, tx, ty)
+
+
+class Predictor:
+    """Runs a HandModel in eval mode on crops. Build it with `from_checkpoint` or `untrained`."""
+
+    def __init__(self, model: HandModel, description: str, is_trained: bool, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.input_size: int = model.input_size
+        self.faces: np.ndarray = model.mano.faces.cpu().numpy()  # (1538, 3)
+        self.is_standin: bool = bool(model.mano.is_standin)
+        self.is_trained = is_trained
+        self.description = description
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, mano_dir: str | os.PathLike | None = None,
+                        device: str | torch.device = "cpu", reparameterize: bool = True) -> "Predictor":
+        """Load a `handmesh fit` checkpoint; mano_dir as in `resolve_mano_dir` (None: env, data/mano, stand-in)."""
+        checkpoint = read_checkpoint(path)
+        entry = metadata(checkpoint, path)
+        source = resolve_mano_dir(mano_dir)
+        args = entry["model_args"]
+        try:
+            model = HandModel(ManoLayer.from_dir(source.directory), **args)
+        except TypeError as error:
+            raise CheckpointError(f"{path} describes a network this handmesh cannot build ({error}; arguments {args}); "
+                                  "use the handmesh version that wrote it.") from None
+        state = model_state_dict(checkpoint)
+        problems = weight_problems(model, state)
+        if problems:
+            raise CheckpointError(f"{path} does not fit the network it describes ({args}): {len(problems)} problems, "
+                                  f"e.g. {problems[:3]}. The file may be damaged or edited.")
+        model.load_state_dict(state, strict=True)
+        if reparameterize:
+            model.reparameterize()
+        trained_on = entry.get("mano", {})
+        note = ""
+        if "is_standin" in trained_on and bool(trained_on["is_standin"]) != source.is_standin:
+            kind = lambda standin: "the stand-in" if standin else "MANO"  # noqa: E731
+            note = (f"; WARNING: trained with {kind(trained_on['is_standin'])} but running with {kind(source.is_standin)}"
+                    ": meshes will be wrong")
+        description = (f"{args['encoder']} {args['input_size']}px {args['head']} head, trained "
+                       f"(step {checkpoint.get('global_step', '?')}) from {Path(path)}; {source.describe()}{note}")
+        return cls(model, description, is_trained=True, device=device)
+
+    @classmethod
+    def untrained(cls, encoder: str = "fastvit_t8", input_size: int = 128, mano_dir: str | os.PathLike | None = None,
+                  device: str | torch.device = "cpu") -> "Predictor":
+        """Random weights (seeded), reparameterised: outputs a hand near the mean pose. For demos and speed tests."""
+        source = resolve_mano_dir(mano_dir)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size)
+        model.reparameterize()
+        description = (f"UNTRAINED {encoder} {input_size}px (random weights: the mesh does not follow the hand); "
+                       f"{source.describe()}")
+        return cls(model, description, is_trained=False, device=device)
+
+    @torch.inference_mode()
+    def predict_images(self, images: torch.Tensor, K: torch.Tensor) -> HandPrediction:
+        """images (B, 3, S, S) float in [0, 1] RGB, K (B, 3, 3) crop intrinsics (pixels)."""
+        output = self.model(images.to(self.device, torch.float32).contiguous(), K.to(self.device, torch.float32))
+        as_numpy = lambda tensor: tensor.float().cpu().numpy()  # noqa: E731
+        return HandPrediction(vertices=as_numpy(output.vertices), keypoints_3d=as_numpy(output.keypoints_3d),
+                              keypoints_2d=as_numpy(output.keypoints_2d), camera=as_numpy(output.camera))
+
+    def predict(self, crops: np.ndarray, K: np.ndarray) -> HandPrediction:
+        """crops (B, S, S, 3) uint8 RGB with S = input_size, K (B, 3, 3) crop intrinsics (pixels)."""
+        crops = np.asarray(crops)
+        size = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"crops: expected (B, {size}, {size}, 3) uint8 RGB, got {crops.shape} {crops.dtype}")
+        K = np.asarray(K, dtype=np.float32)
+        if K.shape != (crops.shape[0], 3, 3):
+            raise ValueError(f"K: expected ({crops.shape[0]}, 3, 3) crop intrinsics, got {K.shape}")
+        images = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S), made contiguous later
+        return self.predict_images(images, torch.from_numpy(K))
+
+
+def weight_problems(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and wrongly shaped entries of `state` for `model` (empty when it fits exactly)."""
+    expected = model.state_dict()
+    problems = [f"missing {key}" for key in sorted(set(expected) - set(state))]
+    problems += [f"unexpected {key}" for key in sorted(set(state) - set(expected))]
+    problems += [f"{key}: {tuple(state[key].shape)} instead of {tuple(expected[key].shape)}"
+                 for key in sorted(set(state) & set(expected)) if state[key].shape != expected[key].shape]
+    return problems

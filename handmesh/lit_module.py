@@ -1,0 +1,154 @@
+"""LightningModule: HandModel + losses + FreiHAND metrics + AdamW with warmup and cosine decay (per step).
+
+Arguments are plain values (LightningCLI builds them from YAML and stores them as the checkpoint's hyper_parameters);
+the network's own construction arguments are also stored under `checkpoint["handmesh"]` for `inference.Predictor`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
+from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.losses import LossWeights, hand_losses
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import resolve_mano_dir
+from handmesh.metrics import FreiHANDMetric
+from handmesh.models.hand_model import DEFAULT_MEAN_CAMERA, HandModel, HandOutput
+
+STAGES = ("val", "test")
+
+
+class HandMeshModule(pl.LightningModule):
+    """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
+
+    encoder / input_size / head / mean_camera: the network (see HandModel). pretrained: None, "timm" (cached ImageNet
+    weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in).
+    lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
+    cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
+    """
+
+    def __init__(
+        self,
+        encoder: str = "fastvit_ma36",
+        input_size: int = 224,
+        head: Literal["ief", "transformer"] = "ief",
+        pretrained: str | None = None,
+        drop_path_rate: float = 0.0,
+        mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
+        mano_dir: str | None = None,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-4,
+        encoder_lr_mult: float = 1.0,
+        warmup_steps: int = 500,
+        min_lr_ratio: float = 0.01,
+        loss_weights: LossWeights = LossWeights(),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams["loss_weights"] = asdict(loss_weights)  # plain values: checkpoints load with weights_only
+        self.hparams["mean_camera"] = list(mean_camera)
+        source = resolve_mano_dir(mano_dir)
+        rank_zero_info(source.describe())
+        self.model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size, head=head,
+                               pretrained=pretrained, drop_path_rate=drop_path_rate, mean_camera=mean_camera)
+        self.loss_weights = loss_weights
+        self.metrics = torch.nn.ModuleDict({stage: FreiHANDMetric() for stage in STAGES})  # separate state per stage
+
+    def forward(self, images: torch.Tensor, K: torch.Tensor) -> HandOutput:
+        return self.model(images, K)
+
+    def _losses(self, output: HandOutput, batch: dict) -> dict[str, torch.Tensor]:
+        target_pose = self.model.mano.pose_from_axis_angle(batch["mano_pose"], add_hands_mean=True)  # (B, 16, 3, 3)
+        return hand_losses(
+            output.keypoints_rel, output.vertices_rel, output.keypoints_2d, output.pose_rotmat, output.betas,
+            batch["keypoints_3d"], batch["vertices"], batch["keypoints_2d"], target_pose, batch["mano_shape"],
+            batch["has_mano"], crop_size=batch["image"].shape[-1], weights=self.loss_weights,
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        output = self.model(batch["image"], batch["K"])
+        losses = self._losses(output, batch)
+        size = batch["image"].shape[0]
+        self.log("train/loss", losses["total"], prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{name}": value for name, value in losses.items() if name != "total"}, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
+        return losses["total"]
+
+    def _evaluation_step(self, stage: str, batch: dict) -> dict:
+        output = self.model(batch["image"], batch["K"])
+        self.metrics[stage].update(output.keypoints_3d, output.vertices, batch["keypoints_3d"], batch["vertices"])
+        self.log(f"{stage}/loss", self._losses(output, batch)["total"], sync_dist=True, batch_size=batch["image"].shape[0])
+        return {"vertices": output.vertices.detach()}  # (B, 778, 3) camera frame, for ValidationMeshImages
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluation_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluation_step("test", batch)
+
+    def _log_metrics(self, stage: str) -> None:
+        values = self.metrics[stage].compute().as_dict()  # synced across processes by torchmetrics
+        shown = "pa_mpjpe_mm"
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items() if name != shown and value is not None})
+        self.log(f"{stage}/{shown}", float(values[shown]), prog_bar=True)
+        self.metrics[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = []
+        for module, lr in ((self.model.encoder, hp.lr * hp.encoder_lr_mult), (self.model.regressor, hp.lr)):
+            decay, no_decay = [], []
+            for name, parameter in module.named_parameters():
+                if parameter.requires_grad:
+                    plain = parameter.ndim <= 1 or name.endswith(".bias") or "layer_scale" in name
+                    (no_decay if plain else decay).append(parameter)
+            groups += [{"params": decay, "lr": lr, "weight_decay": hp.weight_decay},
+                       {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise HandmeshError("training length is unbounded: the cosine schedule needs trainer.max_steps or "
+                                "trainer.max_epochs (max_time alone only stops it). Set one of them.")
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[METADATA_KEY] = {
+            "format": FORMAT_VERSION,
+            "model_args": self.model.construction_args(),
+            "mano": {"is_standin": bool(self.model.mano.is_standin), "source": self.model.mano.source},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = metadata(checkpoint, "the checkpoint")["model_args"]
+        current = self.model.construction_args()
+        different = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+        if different:
+            details = ", ".join(f"{key}: checkpoint {old!r}, configured {new!r}" for key, (old, new) in different.items())
+            raise CheckpointError(f"the checkpoint was trained with another network ({details}); pass the training "
+                                  "config (--config) or the matching --model.* options.")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):
+    """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

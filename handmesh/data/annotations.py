@@ -26,7 +26,7 @@ from handmesh.errors import DataError
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "handmesh" / "annotations"  # used when the JSON's folder is read-only
 _BLOCK_BYTES = 32 << 20  # JSON text read and parsed per step
-_OPEN, _CLOSE, _COMMA = ord("["), ord("]"), ord(",")
+_OPEN, _CLOSE = ord("["), ord("]")
 
 
 def cache_path(json_path: Path, cache_dir: Path | None = None) -> Path:
@@ -118,12 +118,14 @@ def _raw_to_npy(raw_path: Path, target: Path, shape: tuple[int, ...]) -> None:
 def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress: bool) -> int:
     """Parses the top-level JSON list block by block; writes float32 entries to `raw`; returns the entry count.
 
-    Entries are found by bracket depth: a comma at depth 1 separates two entries. The text between the first and the
-    last separator seen so far is a run of complete entries, parsed as one `[...]` by orjson; the rest is carried over.
+    Only bracket positions are examined (numbers and commas are left to orjson): an entry of a nested list ends at a
+    `]` that brings the depth back to 1, and the list ends at the `]` that brings it to 0. The text up to the last
+    complete entry is parsed as one `[...]` run; the rest is carried into the next block. (A flat list of numbers has
+    no inner brackets, so it is parsed in one run when its closing bracket arrives.)
     """
     size = json_path.stat().st_size
     depth = 0  # bracket depth before the current block
-    carry = b""  # text after the last separator (or after the opening bracket), not yet parsed
+    carry = b""  # text after the last complete entry (or after the opening bracket), not yet parsed
     opened = closed = False
     count = 0
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}", disable=not progress, leave=False,
@@ -135,44 +137,41 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
                 if block.strip():
                     raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. Re-download it.")
                 continue
-            chars = np.frombuffer(block, dtype=np.uint8)
-            steps = (chars == _OPEN).astype(np.int16) - (chars == _CLOSE).astype(np.int16)
-            after = depth + np.cumsum(steps, dtype=np.int32)  # depth after each character
-            before = after - steps
+            start = 0
             if not opened:
-                first = np.flatnonzero(~np.isin(chars, np.frombuffer(b" \t\r\n", dtype=np.uint8)))
-                if len(first) and chars[first[0]] != _OPEN:
+                stripped = block.lstrip()
+                if not stripped:
+                    continue
+                if stripped[:1] != b"[":
                     raise DataError(
                         f"{json_path} does not start with '[': expected a JSON list with one entry per sample "
                         f"(FreiHAND's format). Re-download or regenerate it."
                     )
-            separators = np.flatnonzero(
-                ((chars == _COMMA) & (after == 1)) | ((chars == _OPEN) & (before == 0)) | ((chars == _CLOSE) & (after == 0))
-            )
+                opened, depth = True, 1
+                start = len(block) - len(stripped) + 1
+            chars = np.frombuffer(block, dtype=np.uint8)
+            brackets = np.flatnonzero((chars == _OPEN) | (chars == _CLOSE))
+            brackets = brackets[brackets >= start]
+            after = depth + np.cumsum(np.where(chars[brackets] == _OPEN, 1, -1))  # depth after each bracket
             depth = int(after[-1]) if len(after) else depth
-            if len(separators) == 0:
-                carry += block
-                continue
-            if not opened:
-                opened = True
-                carry = b""
-                start = int(separators[0]) + 1
-                separators = separators[1:]
-            else:
-                start = 0
-            if len(separators):
-                last = int(separators[-1])
-                text = carry + block[start:last]
-                if text.strip():
-                    count += _parse_run(text, json_path, entry_shape, count, raw)
+            ends = brackets[(chars[brackets] == _CLOSE) & (after == 1)]
+            outer = brackets[after == 0]
+            if len(outer):  # the list closes in this block: parse everything before its bracket
+                close = int(outer[0])
+                count += _parse_run(carry + block[start:close], json_path, entry_shape, count, raw)
+                carry, closed = block[close + 1 :], True
+                if carry.strip():
+                    raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. Re-download it.")
+            elif len(ends):
+                last = int(ends[-1])
+                count += _parse_run(carry + block[start : last + 1], json_path, entry_shape, count, raw)
                 carry = block[last + 1 :]
-                closed = chars[last] == _CLOSE and after[last] == 0
             else:
                 carry += block[start:]
     bar.close()
-    if carry.strip() and closed:
-        raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. Re-download it.")
-    if not opened or not closed:
+    if not opened:
+        raise DataError(f"{json_path} is empty: expected a JSON list with one entry per sample. Re-download or regenerate it.")
+    if not closed:
         raise DataError(
             f"{json_path} ends before its list is closed (bracket depth {depth}): the file looks truncated. "
             "Re-download or regenerate it."
@@ -181,6 +180,10 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
 
 
 def _parse_run(text: bytes, json_path: Path, entry_shape: tuple[int, ...], first_index: int, raw) -> int:
+    """Parses `text` (entries separated by commas, maybe led by one) and appends them to `raw`; returns how many."""
+    text = text.lstrip(b" \t\r\n,")
+    if not text.strip():
+        return 0
     try:
         entries = orjson.loads(b"[" + text + b"]")
     except orjson.JSONDecodeError as error:

@@ -236,9 +236,9 @@ class FreiHANDDataset(Dataset):
         has_mano = "mano" in arrays
         mano = np.asarray(arrays["mano"][sample_id]) if has_mano else np.zeros(NUM_MANO_VALUES, dtype=np.float32)
         pose = rotate_global_orient(mano[:NUM_POSE_PARAMS], geometry) if has_mano else mano[:NUM_POSE_PARAMS]
-        chw = np.ascontiguousarray(crop.transpose(2, 0, 1))  # (3, S, S) uint8
+        chw = np.ascontiguousarray(crop.transpose(2, 0, 1)) * np.float32(1 / 255)  # (3, S, S) float32, C-contiguous
         return {
-            "image": torch.from_numpy(chw).float().div_(255.0),
+            "image": torch.from_numpy(chw),
             "K": torch.from_numpy(geometry.K.astype(np.float32)),
             "keypoints_3d": torch.from_numpy(keypoints_3d),
             "keypoints_2d": torch.from_numpy(keypoints_2d),

@@ -140,21 +140,34 @@ def photometric(
     return out
 
 
+_LUMA = np.array([0.299, 0.587, 0.114])  # RGB weights of grey
+
+
+def _hue_rotation(degrees: float) -> np.ndarray:
+    """(3, 3) RGB hue rotation about the grey axis that keeps luminance (the SVG/CSS `hueRotate` matrix)."""
+    cos, sin = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    return np.array([
+        [0.213 + 0.787 * cos - 0.213 * sin, 0.715 - 0.715 * cos - 0.715 * sin, 0.072 - 0.072 * cos + 0.928 * sin],
+        [0.213 - 0.213 * cos + 0.143 * sin, 0.715 + 0.285 * cos + 0.140 * sin, 0.072 - 0.072 * cos - 0.283 * sin],
+        [0.213 - 0.213 * cos - 0.787 * sin, 0.715 - 0.715 * cos + 0.715 * sin, 0.072 + 0.928 * cos + 0.072 * sin],
+    ])
+
+
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: random brightness, contrast, saturation (factors in [1 - s, 1 + s]) and hue shift."""
+    """(H, W, 3) uint8 RGB: random brightness b, contrast c, saturation s (in [1 - strength, 1 + strength]) and a hue
+    rotation of up to 18 x strength degrees, as one affine colour map (a single `cv2.transform`, saturating uint8):
+
+    x -> H S (c b x + (1 - c) b m),  m = mean grey level, S = s I + (1 - s) 1 luma^T, H = hue rotation.
+    (S and H keep grey, so the offset (1 - c) b m passes through them unchanged.)
+    """
     brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
-    hue_shift = int(round(rng.uniform(-9, 9) * strength))  # OpenCV hue units are 2 degrees
-    out = image.astype(np.float32) * brightness
-    mean = out.mean()
-    out = (out - mean) * contrast + mean
-    grey = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
-    out = (out - grey[..., None]) * saturation + grey[..., None]
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    if hue_shift:
-        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
-        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + hue_shift) % 180).astype(np.uint8)
-        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return out
+    hue = _hue_rotation(rng.uniform(-18, 18) * strength)
+    mean = float(np.mean(cv2.mean(image)[:3]))
+    saturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _LUMA)
+    matrix = np.empty((3, 4))
+    matrix[:, :3] = hue @ saturate * (contrast * brightness)
+    matrix[:, 3] = (1 - contrast) * brightness * mean
+    return cv2.transform(image, matrix)
 
 
 def occlude(image: np.ndarray, max_fraction: float, rng: np.random.Generator, keypoints_2d: np.ndarray) -> np.ndarray:

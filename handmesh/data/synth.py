@@ -34,7 +34,7 @@ from handmesh.mano import ManoLayer
 from handmesh.mano_file import FILE_NAMES, _read_pickle, _to_numpy, resolve_mano_dir
 from handmesh.poses import rest_frame
 
-SYNTH_FORMAT_VERSION = 1  # bump when the generated data changes, so existing folders are regenerated
+SYNTH_FORMAT_VERSION = 2  # bump when the generated data changes, so existing folders are regenerated
 MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
 PARTIAL_TAG = ".handmesh_synth_partial"  # marks a folder as ours while it is being written
 IMAGE_SIZE = 224
@@ -74,10 +74,10 @@ def _axis_rotation(axis: int, angle: float) -> np.ndarray:
 
 def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
     """(3, 3) model -> camera rotation. `canonical` turns the model's palm toward the camera with fingers up; then the
-    back is shown half the time, the hand tilts (pitch ~ N(0, 30 deg), yaw ~ N(0, 35 deg), clipped) and rolls by any
-    angle in the image plane."""
+    back is shown half the time, the hand tilts (pitch ~ N(0, 25 deg), yaw ~ N(0, 35 deg), clipped) and rolls by any
+    angle in the image plane. (Larger pitches point the forearm at the camera, hiding the hand behind it.)"""
     flip = _axis_rotation(1, np.pi) if rng.random() < 0.5 else np.eye(3)
-    pitch = _axis_rotation(0, np.deg2rad(np.clip(rng.normal(0, 30), -70, 70)))
+    pitch = _axis_rotation(0, np.deg2rad(np.clip(rng.normal(0, 25), -60, 60)))
     yaw = _axis_rotation(1, np.deg2rad(np.clip(rng.normal(0, 35), -80, 80)))
     roll = _axis_rotation(2, rng.uniform(-np.pi, np.pi))
     return roll @ pitch @ yaw @ flip @ canonical
@@ -279,8 +279,11 @@ def synthesize(
             raise DataError(f"{partial} exists but is not an interrupted `handmesh synth` run; remove it or choose another --out.")
         log(f"removing {partial}, left by an interrupted run")
         shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    (partial / PARTIAL_TAG).touch()
+    try:
+        partial.mkdir(parents=True)
+        (partial / PARTIAL_TAG).touch()
+    except OSError as error:
+        raise DataError(f"cannot create {partial} ({error}); expected a writable place for --out.") from None
     model = _HandModel.load(source.directory)
     started = time.perf_counter()
     scene = HandScene(IMAGE_SIZE)

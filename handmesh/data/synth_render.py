@@ -273,15 +273,15 @@ def drop_shadow(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return blurred * rng.uniform(0.0, 0.45)
 
 
-def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Camera response: gamma and white balance (one lookup table per channel), sensor noise -> uint8 RGB."""
+def _finish(image: np.ndarray, rng: np.random.Generator, noise: np.ndarray) -> np.ndarray:
+    """Camera response: gamma and white balance (one lookup table per channel), sensor noise -> uint8 RGB.
+    noise (S, S, 3) int16: a zero-mean noise field, scaled here by a random strength."""
     levels = np.linspace(0.0, 1.0, 256)
     gamma, gains = rng.uniform(0.85, 1.15), rng.normal(1.0, 0.03, size=3)
     table = np.stack([np.clip(levels**gamma * gain * 255 + 0.5, 0, 255) for gain in gains], axis=1).astype(np.uint8)
-    pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    pixels = cv2.LUT(pixels, table[None])  # (256, 1, 3) per-channel table
-    noise = rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(rng.uniform(0.0, 4.0))
-    return np.clip(pixels + noise, 0, 255).astype(np.uint8)
+    pixels = cv2.LUT((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), table[None])  # (256, 1, 3) per channel
+    grain = noise * int(rng.integers(0, 5)) // 4  # 0 to ~4 grey levels of standard deviation
+    return np.clip(pixels + grain, 0, 255).astype(np.uint8)
 
 
 def four_versions(layer: HandLayer, rng: np.random.Generator) -> list[np.ndarray]:
@@ -302,4 +302,5 @@ def four_versions(layer: HandLayer, rng: np.random.Generator) -> list[np.ndarray
     mix /= mix.sum(axis=1, keepdims=True)
     auto = _composite(hand, layer.alpha, backgrounds.generate(size, rng), shadow) @ mix.T.astype(np.float32)
     versions.append(auto)
-    return [_finish(version.astype(np.float32), rng) for version in versions]
+    noise = (rng.standard_normal(layer.colour.shape, dtype=np.float32) * 4).astype(np.int16)
+    return [_finish(version, rng, noise) for version in versions]

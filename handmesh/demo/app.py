@@ -25,7 +25,7 @@ from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import DETECTORS, BoxTracker, make_detector
 from handmesh.demo.hud import BOX_COLOUR, KEY_HELP, TEXT_COLOUR, WARNING_COLOUR, RateMeter, draw_box, draw_text_block
 from handmesh.demo.outputs import MESH_FORMATS, MeshSaver, VideoRecorder, save_snapshot
-from handmesh.demo.overlay import RENDERERS, OverlayRenderer, ViewOptions
+from handmesh.demo.overlay import RENDERERS, OverlayRenderer, ViewOptions, panel_width
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
 from handmesh.errors import HandmeshError
 
@@ -116,11 +116,12 @@ def model_warnings(predictor) -> list[str]:
     return lines
 
 
-def open_window() -> None:
+def open_window(width: int, height: int) -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise HandmeshError("no display to open a window on (DISPLAY is not set); run headless: --no-window --out out.mp4")
     try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)  # resizable; starts at the frame's size
+        cv2.resizeWindow(WINDOW, width, height)
     except cv2.error as error:
         raise HandmeshError(
             f"could not open a window ({str(error).strip().splitlines()[-1]}); run headless: --no-window --out out.mp4"
@@ -155,12 +156,11 @@ class DemoApp:
         stack.callback(self.detector.close)
         self.settings = LiveSettings(view=ViewOptions(mesh=True, skeleton=args.skeleton, alpha=args.alpha),
                                      smoothing=not args.no_smoothing)
-        panel = source.height // 2 if args.side_view else 0
-        self.output_size = (source.width + panel, source.height)  # (width, height) of shown / recorded frames
+        # (width, height) px of the shown and recorded frames
+        self.output_size = (source.width + panel_width(source.height, args.side_view), source.height)
         self.rates = RateMeter()
         self.status_lines = [predictor.description.split(";")[0], *model_warnings(predictor)]
         self.recorder: VideoRecorder | None = None
-        self.recordings: list[Path] = []
         if args.out is not None:
             self.recorder = VideoRecorder(args.out, source.fps, self.output_size)
         stack.callback(self._stop_recording)  # also finalises a recording started with the r key
@@ -170,6 +170,8 @@ class DemoApp:
             stack.callback(self._close_saver)
         self.frames = 0
         self.output_times: list[float] = []  # perf_counter seconds at which each frame came out
+        self.start_time = time.perf_counter()
+        self.dropped = 0
         self.renderer_backend = "none"
 
     def _renderer(self) -> OverlayRenderer:
@@ -268,7 +270,6 @@ class DemoApp:
         if self.recorder is not None:
             path = self.recorder.close()
             if path is not None:
-                self.recordings.append(path)
                 print(f"wrote {path} ({self.recorder.frames} frames)", file=sys.stderr)
             self.recorder = None
 
@@ -305,7 +306,7 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
         stack.callback(source.close)
         print(f"source: {source.description}, {source.width}x{source.height}", file=sys.stderr)
         if not args.no_window:
-            open_window()
+            open_window(source.width + panel_width(source.height, args.side_view), source.height)
             stack.callback(cv2.destroyAllWindows)
         if predictor is None:
             predictor = load_predictor(args.checkpoint, args.mano_dir)

@@ -36,6 +36,11 @@ class ViewOptions:
     alpha: float = 0.7  # mesh opacity over the frame
 
 
+def panel_width(height: int, side_view: bool) -> int:
+    """Width (px) of the side panel added right of the frame: two square views of half the frame height, stacked."""
+    return height // 2 if side_view else 0
+
+
 def rotate_for_panel(hands: list[HandEstimate], view: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Meshes turned to be seen from the right ("side") or from above ("top"), centred at a depth where they fill
     PANEL_FILL of a square view whose focal length equals its side. Returns [(vertices (778, 3) m, faces)]."""
@@ -77,7 +82,7 @@ class OverlayRenderer:
         if backend not in RENDERERS:
             raise HandmeshError(f"unknown renderer {backend!r}; expected one of {', '.join(RENDERERS)}")
         self.width, self.height, self.K = width, height, np.asarray(K, dtype=np.float64)
-        self.panel = height // 2 if side_view else 0  # side panel: two square views stacked, this wide
+        self.panel = panel_width(height, side_view)
         self.render_size = render_size
         self._renderer: MeshRenderer | None = None
         self.backend = "opencv"

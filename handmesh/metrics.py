@@ -5,11 +5,13 @@ Protocol (../shared/docs/freihand.md, "Official evaluation protocol"), per sampl
 - aligned (PA) errors: similarity Procrustes fitted separately on joints and on vertices (`fit_similarity`), with a
   reflection allowed exactly as in `scipy.linalg.orthogonal_procrustes`; a predicted mesh without vertex
   correspondence (not as many vertices as the ground truth) is moved by the transform fitted on the joints;
-- F@5mm and F@15mm from nearest-neighbour vertex distances both ways, strict `<`; raw and aligned vertices.
+- F@5mm and F@15mm from nearest-neighbour vertex distances both ways, strict `<`; raw and aligned vertices
+  (`handmesh.fscore`).
 Aggregation: errors averaged per keypoint over samples, then over keypoints; AUC of the PCK curve (`<=`, 100 thresholds
 from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-scores averaged over samples.
 
-All maths runs in float64 on the inputs' device. `handmesh/metrics_reference.py` is the slow per-sample numpy/scipy
+All maths runs in float64 on the inputs' device (nearest neighbours of CPU tensors with scipy trees, see
+`handmesh.fscore`). `handmesh/metrics_reference.py` is the slow per-sample numpy/scipy
 version of the official loop; the tests check that both agree to 1e-6 on every score.
 """
 
@@ -21,17 +23,12 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from handmesh.fscore import F_THRESHOLDS_M, f_score
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
-F_THRESHOLDS_M = (0.005, 0.015)  # F@5mm, F@15mm
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
 PCK_STEPS = 100  # ... sampled at 100 thresholds
 NORM_EPS = 1e-8  # the official script adds this to both Frobenius norms before dividing
-NN_CHUNK = 4  # samples per nearest-neighbour block: 4 x 778 x 778 float32 = 9.7 MB, stays in the CPU cache
-# The float32 GEMM's squared distances are off by at most ~30 eps R^2 (5 products, the rounded coordinates and norms;
-# R = largest distance from the block's centre; 4.5 eps R^2 seen on hands and Gaussian clouds): any within 64 eps R^2
-# of a threshold is recomputed exactly in float64.
-_BAND_ULPS = 64
 PER_SAMPLE_KEYS = ("pa_mpjpe_mm", "pa_mpvpe_mm", "mpjpe_mm", "mpvpe_mm", "f5", "f15", "f5_unaligned", "f15_unaligned")
 
 
@@ -72,65 +69,6 @@ def fit_similarity(pred: torch.Tensor, gt: torch.Tensor) -> SimilarityTransform:
 def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """(B, N, 3) prediction aligned onto (B, N, 3) ground truth with the official similarity Procrustes; float64."""
     return fit_similarity(pred, gt).apply(pred)
-
-
-def _count_closer(d2: torch.Tensor, band: torch.Tensor, queries: torch.Tensor, points: torch.Tensor,
-                  thresholds: torch.Tensor) -> torch.Tensor:
-    """How many queries have their nearest point strictly closer than each threshold.
-
-    d2 (C, N) approximate squared nearest distances, within band (C,) of the exact ones; queries (C, N, 3) and points
-    (C, M, 3) float64 metres as given; thresholds (T,) metres. Rows within the band of a threshold are recomputed
-    exactly from the given coordinates, so every decision equals the float64 one. -> (C, T) int64.
-    """
-    d2 = d2.double().clamp(min=0.0)
-    ambiguous = ((d2[..., None] - thresholds**2).abs() <= band[:, None, None]).any(-1)  # (C, N)
-    if ambiguous.any():
-        c, n = ambiguous.nonzero(as_tuple=True)
-        d2[c, n] = (queries[c, n][:, None, :] - points[c]).square().sum(-1).amin(-1)  # (A,) exact
-    return (d2.sqrt()[..., None] < thresholds).sum(1)
-
-
-def f_score_counts(gt: torch.Tensor, pred: torch.Tensor, thresholds: torch.Tensor,
-                   chunk_size: int = NN_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """gt (B, N, 3), pred (B, M, 3) metres -> ((B, T) gt points with a predicted point closer than t,
-    (B, T) predicted points with a gt point closer than t). Exact: see `_count_closer`."""
-    gt, pred = gt.double(), pred.double()
-    # Squared distances through one GEMM per block (|a|^2 + |b|^2 - 2 a.b, augmented to K = 5), in float32 on the CPU
-    # (twice as fast) and float64 elsewhere, so that a TF32 setting on a GPU can never loosen the error band.
-    search = torch.float32 if gt.device.type == "cpu" else torch.float64
-    eps = torch.finfo(search).eps
-    gt_counts, pred_counts = [], []
-    for start in range(0, gt.shape[0], chunk_size):
-        g, p = gt[start:start + chunk_size], pred[start:start + chunk_size]
-        centre = g.mean(1, keepdim=True)
-        gc, pc = g - centre, p - centre  # small coordinates keep the GEMM's cancellation error small
-        radius2 = torch.maximum(gc.square().sum(-1).amax(-1), pc.square().sum(-1).amax(-1))  # (C,)
-        band = _BAND_ULPS * eps * radius2
-        gs, ps = gc.to(search), pc.to(search)
-        left = torch.cat([gs, gs.square().sum(-1, keepdim=True), torch.ones_like(gs[..., :1])], -1)  # (C, N, 5)
-        right = torch.cat([-2.0 * ps, torch.ones_like(ps[..., :1]), ps.square().sum(-1, keepdim=True)], -1)
-        d2 = torch.bmm(left, right.transpose(1, 2))  # (C, N, M) squared distances
-        gt_counts.append(_count_closer(d2.amin(2), band, g, p, thresholds))
-        pred_counts.append(_count_closer(d2.amin(1), band, p, g, thresholds))
-    return torch.cat(gt_counts), torch.cat(pred_counts)
-
-
-@dataclass(frozen=True)
-class FScores:
-    fscore: torch.Tensor  # (B, T) 2PR / (P + R), 0 where P + R = 0
-    precision: torch.Tensor  # (B, T) share of gt vertices whose nearest predicted vertex is closer than t
-    recall: torch.Tensor  # (B, T) share of predicted vertices whose nearest gt vertex is closer than t
-
-
-def f_score(gt: torch.Tensor, pred: torch.Tensor, thresholds: tuple[float, ...] = F_THRESHOLDS_M) -> FScores:
-    """Official F-score between point sets gt (B, N, 3) and pred (B, M, 3), metres, at each threshold (metres)."""
-    t = torch.tensor(thresholds, dtype=torch.float64, device=gt.device)
-    gt_close, pred_close = f_score_counts(gt, pred, t)
-    precision = gt_close.double() / gt.shape[1]
-    recall = pred_close.double() / pred.shape[1]
-    total = precision + recall
-    fscore = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-300), torch.zeros_like(total))
-    return FScores(fscore, precision, recall)
 
 
 def pck_counts(errors: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

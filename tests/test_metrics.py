@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from handmesh import metrics_reference as reference
+from handmesh.fscore import counts_dense, f_score
 from handmesh.metrics import (
     PER_SAMPLE_KEYS,
     SCORE_KEYS,
     FreiHANDMetric,
-    f_score,
     fit_similarity,
     pck_auc,
     per_sample_scores,
@@ -140,6 +141,23 @@ def test_hand_worked_f_score_with_strict_thresholds():
     np.testing.assert_allclose(scores.recall[0].numpy(), [0, 0.5, 0.5, 1, 1], rtol=1e-15)
     for t, expected in ((u, 0.0), (1.5 * u, 0.4), (2 * u, 0.4), (3 * u, 0.8), (6 * u, 1.0)):
         assert reference.calculate_fscore(gt[0].numpy(), pred[0].numpy(), t)[0] == pytest.approx(expected)
+
+
+def test_dense_gpu_back_end_counts_exactly_like_the_trees():
+    gt_xyz, gt_verts, pred_xyz, pred_verts = random_set(6, seed=11)
+    gt, pred = torch.from_numpy(gt_verts), torch.from_numpy(pred_verts)
+    # distances exactly at the thresholds: copies of gt vertices moved by 5 mm and 15 mm along x
+    pred[:, :50] = gt[:, :50] + torch.tensor([0.005, 0.0, 0.0], dtype=torch.float64)
+    pred[:, 50:100] = gt[:, 50:100] + torch.tensor([0.015, 0.0, 0.0], dtype=torch.float64)
+    thresholds = torch.tensor([0.005, 0.015, 0.002], dtype=torch.float64)
+    dense = counts_dense(gt, pred, thresholds, chunk_size=4)
+    trees = [(cKDTree(p).query(g)[0][:, None] < thresholds.numpy()).sum(0) for g, p in zip(gt.numpy(), pred.numpy())]
+    np.testing.assert_array_equal(dense[0].numpy(), trees)
+    u = 2.0**-8  # the hand-worked case below, through the dense back end
+    hand_gt = torch.tensor([[[0, 0, 0], [3 * u, 0, 0], [8 * u, 0, 0]]], dtype=torch.float64)
+    hand_pred = torch.tensor([[[0, u, 0], [3 * u, 2 * u, 0]]], dtype=torch.float64)
+    gt_close, pred_close = counts_dense(hand_gt, hand_pred, torch.tensor([u, 1.5 * u, 2 * u, 3 * u, 6 * u]).double())
+    assert gt_close.tolist() == [[0, 1, 1, 2, 3]] and pred_close.tolist() == [[0, 1, 1, 2, 2]]
 
 
 def test_hand_worked_pck_auc_counts_equal_errors_and_normalises():

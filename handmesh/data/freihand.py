@@ -166,7 +166,7 @@ class FreiHANDDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.files, arrays = find_split(self.root, split, cache_dir, progress)
         self.cache_dir = cache_dir
-        self._arrays: dict[str, np.ndarray] | None = arrays
+        self._arrays: dict[str, np.ndarray] | None = {key: array.view(np.ndarray) for key, array in arrays.items()}
         self.num_unique = self.files.num_unique
         held_out = np.zeros(self.num_unique, dtype=bool)
         held_out[validation_ids(self.num_unique, val_fraction)] = True
@@ -187,9 +187,9 @@ class FreiHANDDataset(Dataset):
     def arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             self._arrays = {
-                key: load_annotation(path, ENTRY_SHAPES[key], self.cache_dir, progress=False)
+                key: load_annotation(path, ENTRY_SHAPES[key], self.cache_dir, progress=False).view(np.ndarray)
                 for key, path in self.files.jsons.items()
-            }
+            }  # plain ndarray views of the memory maps: indexing them skips np.memmap's per-slice overhead
         return self._arrays
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:

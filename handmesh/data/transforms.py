@@ -95,7 +95,7 @@ def sample_crop(
 
 def warp_image(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     """(H, W, C) uint8 -> (S, S, C) uint8 through the crop's affine map; outside the source is black."""
-    if np.allclose(geometry.affine, np.eye(3)) and image.shape[:2] == (geometry.size, geometry.size):
+    if image.shape[:2] == (geometry.size, geometry.size) and np.abs(geometry.affine - np.eye(3)).max() < 1e-9:
         return image
     return cv2.warpAffine(
         image, geometry.affine[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT

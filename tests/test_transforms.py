@@ -19,7 +19,6 @@ from handmesh.data.transforms import (
     rotate_points,
     warp_image,
 )
-from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 

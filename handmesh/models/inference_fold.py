@@ -89,7 +89,8 @@ class FusedConv2d(nn.Module):
         return state
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), self.weight._version, self.weight.data_ptr())
+        version = 0 if self.weight.is_inference() else self.weight._version  # inference tensors have no counter
+        key = (tuple(x.shape), version, self.weight.data_ptr())
         packed = self._packed.get(key)
         if packed is None:
             if len(self._packed) >= MAX_PACKED_SHAPES:

@@ -1,0 +1,120 @@
+"""`handmesh bench`: the timing helper against known durations and sizes, the headline numbers from their parts, the
+aggregation of parts (missing / failing parts reported, the others still run), and the model part end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from handmesh.bench import model as model_bench
+from handmesh.bench.timing import PeakMemory, Timing, bench_threads, matmul_gflops, time_call, time_interleaved
+from handmesh.cli import main
+from handmesh.commands import bench as bench_command
+
+
+def test_time_call_measures_a_known_duration():
+    calls = []
+    timing = time_call(lambda: (calls.append(1), time.sleep(0.01)), runs=5, warmup=2)
+    assert len(calls) == 7 and timing.runs == 5 and timing.warmup == 2
+    assert 10.0 <= timing.median_ms < 200.0
+    assert timing.p10_ms <= timing.median_ms <= timing.p90_ms
+
+
+def test_time_interleaved_runs_round_robin():
+    order = []
+    timings = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, runs=3, warmup=1)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warmups, then one call of each per round
+    assert set(timings) == {"a", "b"} and all(t.runs == 3 for t in timings.values())
+    with pytest.raises(ValueError):
+        time_call(lambda: None, runs=0)
+
+
+def test_timing_as_dict():
+    assert Timing(2.0, 1.0, 3.0, 20, 3).as_dict("x") == {"x_ms": 2.0, "x_p10_ms": 1.0, "x_p90_ms": 3.0, "x_runs": 20}
+
+
+def test_peak_memory_sees_a_known_allocation():
+    with PeakMemory() as memory:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, every page touched
+        time.sleep(0.05)
+        del block
+    if memory.extra_mb is None:
+        pytest.skip("no /proc here: only the process-wide high-water mark is available")
+    assert 150 <= memory.extra_mb <= 400
+
+
+def test_bench_threads_restores_and_matmul_rate():
+    before = torch.get_num_threads()
+    with bench_threads(1):
+        assert torch.get_num_threads() == 1
+        rate = matmul_gflops(size=256, runs=3)
+    assert torch.get_num_threads() == before
+    assert 0.1 < rate < 1e5  # GFLOP/s of a float32 matmul on any CPU
+
+
+def test_summary_known_answer():
+    result = {"train_time_ms": 300.0, "reparam_ms": 150.0, "onnxruntime_ms": 100.0, "onnxruntime_int8_ms": 50.0,
+              "train_time_max_abs_diff_m": 0.0, "reparam_max_abs_diff_m": 2e-7, "onnxruntime_max_abs_diff_m": 3e-7,
+              "onnxruntime_int8_max_abs_diff_m": 5e-4, "gflops": 10.0, "matmul_gflops_start": 90.0,
+              "matmul_gflops_end": 100.0}
+    summary = model_bench.summarise(result, ["train_time", "reparam", "onnxruntime", "onnxruntime_int8"])
+    assert summary["best_engine"] == "onnxruntime_int8" and summary["best_ms"] == 50.0
+    assert summary["reparam_speedup"] == 2.0 and summary["best_engine_speedup"] == 6.0
+    assert summary["max_abs_diff_m"] == 3e-7  # the int8 row states its own accuracy cost
+    assert summary["best_gflops_per_s"] == 200.0 and summary["best_share_of_matmul_peak"] == 2.0
+    assert summary["meets_targets"] is True
+
+
+@pytest.fixture
+def fake_parts(monkeypatch):
+    """Two stand-in bench parts: one that works, one that raises (only the aggregation is under test here)."""
+    works = types.ModuleType("handmesh.bench.works")
+    works.run = lambda quick=False: {"quick": quick, "rate_per_s": 12.5}
+    broken = types.ModuleType("handmesh.bench.broken")
+
+    def fail(quick=False):
+        raise RuntimeError("camera unplugged")
+
+    broken.run = fail
+    monkeypatch.setitem(sys.modules, "handmesh.bench.works", works)
+    monkeypatch.setitem(sys.modules, "handmesh.bench.broken", broken)
+    monkeypatch.setattr(bench_command, "PARTS", ("broken", "missing_part", "works"))
+
+
+def test_failing_and_missing_parts_do_not_stop_the_others(fake_parts, capsys):
+    assert main(["bench", "--what", "all", "--json", "--quick"]) == 1
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert results["works"] == {"quick": True, "rate_per_s": 12.5}
+    assert "camera unplugged" in results["broken"]["error"]
+    assert "does not exist" in results["missing_part"]["error"]
+    assert "camera unplugged" in captured.err and "Traceback" not in captured.err
+
+
+def test_table_output_without_json(fake_parts, capsys):
+    assert main(["bench", "--what", "all"]) == 1
+    out = capsys.readouterr().out
+    assert "== works ==" in out and "rate_per_s" in out and "12.50" in out
+
+
+@pytest.mark.slow
+def test_model_bench_quick(capsys):
+    assert main(["bench", "--what", "model", "--json", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)  # one JSON object, nothing else on stdout
+    for key in ("train_time_ms", "reparam_ms", "best_ms", "best_engine", "reparam_speedup", "best_engine_speedup",
+                "max_abs_diff_m", "gflops", "matmul_peak_gflops", "encoder_ms", "regressor_ms", "mano_ms",
+                "onnxruntime_ms", "reparam_channels_last_ms", "peak_rss_mb"):
+        assert key in result, key
+    assert result["reparam_speedup"] == pytest.approx(result["train_time_ms"] / result["reparam_ms"], rel=1e-2)
+    assert result["best_engine_speedup"] == pytest.approx(result["train_time_ms"] / result["best_ms"], rel=1e-2)
+    assert result["max_abs_diff_m"] <= 1e-4 < result["vertex_sensitivity_m"]
+    assert result["best_ms"] == min(result[f"{name}_ms"] for name in model_bench.ENGINE_LABELS
+                                    if f"{name}_ms" in result and name != "train_time")
+    assert "compile_skipped" in result  # --quick leaves out torch.compile, and says so
+    assert 0.2 < result["gflops"] < 2  # fastvit_t8 at 128 px: about 0.36 GFLOP (1.4 GFLOP at 256 px per timm)

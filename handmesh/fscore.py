@@ -50,7 +50,7 @@ def f_score(gt: torch.Tensor, pred: torch.Tensor, thresholds: tuple[float, ...] 
 
 def _counts_kdtree(gt: torch.Tensor, pred: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU back end of `counts_dense` (same inputs and outputs): per-sample trees, queries bounded by max(t)."""
-    gt_np, pred_np, t = gt.numpy(), pred.numpy(), thresholds.numpy()
+    gt_np, pred_np, t = gt.detach().numpy(), pred.detach().numpy(), thresholds.numpy()
     bound = float(t.max())  # nearest distances beyond it come back as inf, which is never < t
     gt_nearest = np.empty(gt_np.shape[:2])  # (B, N) metres
     pred_nearest = np.empty(pred_np.shape[:2])  # (B, M)

@@ -116,7 +116,8 @@ def read_pred_json(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         found = (f"a list of {len(data)} entries" if isinstance(data, list)
                  else f"an object with keys {sorted(data)[:5]}" if isinstance(data, dict) else type(data).__name__)
         raise PredictionFileError(f"prediction file {path}: expected the official format [xyz_list, verts_list] "
-                                  f"(a list of 2 lists), found {found}; write it with handmesh.predjson.write_pred_json")
+                                  f"(a list of 2 lists), found {found}; write it with "
+                                  "handmesh.predjson.write_pred_json")
     xyz = _as_array(data[0], "keypoints (xyz_list)", NUM_KEYPOINTS, PredictionFileError, str(path))
     verts = _as_array(data[1], "vertices (verts_list)", None, PredictionFileError, str(path))
     if len(xyz) != len(verts):

@@ -25,7 +25,8 @@ def make_arrays(seed: int = 0):
     rng = np.random.default_rng(seed)
     gt_xyz = rng.normal(size=(NUM, 21, 3)) * 0.04 + [0.0, 0.0, 0.6]
     gt_verts = rng.normal(size=(NUM, 778, 3)) * 0.04 + [0.0, 0.0, 0.6]
-    return gt_xyz, gt_verts, gt_xyz + rng.normal(size=gt_xyz.shape) * 0.008, gt_verts + rng.normal(size=gt_verts.shape) * 0.008
+    noise = lambda shape: rng.normal(size=shape) * 0.008  # noqa: E731
+    return gt_xyz, gt_verts, gt_xyz + noise(gt_xyz.shape), gt_verts + noise(gt_verts.shape)
 
 
 @pytest.fixture

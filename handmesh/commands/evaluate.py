@@ -66,7 +66,8 @@ def score_arrays(xyz_gt, verts_gt, xyz_pred, verts_pred, device: torch.device | 
     for start in tqdm(range(0, len(xyz_gt), batch_size), desc="scoring", unit="batch", disable=not progress,
                       file=sys.stderr):
         batch = slice(start, start + batch_size)
-        metric.update(*(torch.from_numpy(array[batch]).to(device) for array in (xyz_pred, verts_pred, xyz_gt, verts_gt)))
+        arrays = (xyz_pred, verts_pred, xyz_gt, verts_gt)
+        metric.update(*(torch.from_numpy(array[batch]).to(device) for array in arrays))
     return EvaluationResult(metric.compute(), metric.curves(), metric.per_sample(), verts_pred.shape[1])
 
 

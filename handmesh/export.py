@@ -190,7 +190,8 @@ def coreml_parity(reference: nn.Module, path: Path, input_size: int) -> Parity:
 
     try:
         mlmodel = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-        mlmodel.predict({"images": np.zeros((1, 3, input_size, input_size), np.float32), "K": np.eye(3, dtype=np.float32)[None]})
+        probe = random_inputs(1, input_size)
+        mlmodel.predict({"images": probe[0].numpy(), "K": probe[1].numpy()})
     except Exception as error:  # noqa: BLE001 - on Linux: "Model prediction is only supported on macOS ..."
         return Parity(None, None, PARITY_BATCH, f"Core ML cannot run predictions here ({type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''}); Core ML runs models only on macOS / iOS.")

@@ -104,9 +104,10 @@ def test_cli_bad_input_exits_2(arguments, message, checkpoint, tmp_path, capsys)
 
 def test_cli_missing_engine_exits_2(checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "coremltools", None)  # as if not installed: `import coremltools` fails
-    assert main(["export", "--checkpoint", str(checkpoint), "--format", "coreml", "--out", str(tmp_path / "m.mlpackage")]) == 2
+    out = tmp_path / "m.mlpackage"
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "coreml", "--out", str(out)]) == 2
     error = capsys.readouterr().err
-    assert "pip install 'coremltools'" in error and not (tmp_path / "m.mlpackage").exists()
+    assert "pip install 'coremltools'" in error and not out.exists()
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from handmesh.bench.engines import ENGINE_LABELS, build_engines
-from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_call, time_interleaved
+from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_interleaved
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
 from handmesh.geometry import rot6d_to_rotmat
 from handmesh.mano import ManoLayer
@@ -53,10 +53,13 @@ QUICK = ModelBenchConfig("fastvit_t8", 128, throughput_batch=4, runs=5, warmup=1
 
 
 @torch.no_grad()
-def stress_initialise(model: HandModel, seed: int = SEED) -> HandModel:
+def stress_initialise(model: torch.nn.Module, seed: int = SEED) -> torch.nn.Module:
     """Draw BatchNorm statistics / affine parameters and layer scales at random (seeded), in place; returns model."""
     generator = torch.Generator().manual_seed(seed)
-    uniform = lambda tensor, low, high: tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)  # noqa: E731
+
+    def uniform(tensor: torch.Tensor, low: float, high: float) -> None:
+        tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             uniform(module.running_mean, -0.5, 0.5)

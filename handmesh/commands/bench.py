@@ -25,7 +25,8 @@ PARTS = ("model", "data", "eval", "demo")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--what", default="all", choices=PARTS + ("all",), help="which part to measure (default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--quick", action="store_true", help="smaller models and fewer runs: a smoke test, not numbers to quote")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller models and fewer runs: a smoke test, not numbers to quote")
 
 
 def _reason(error: BaseException) -> str:

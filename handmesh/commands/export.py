@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
     parser.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS)} (default: onnx)")
     parser.add_argument("--out", required=True, type=Path, help="where to write the model (.onnx, or a .mlpackage folder)")
-    parser.add_argument("--mano-dir", default=None, help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
+    parser.add_argument("--mano-dir", default=None,
+                        help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE_M,
                         help=f"largest allowed vertex difference from PyTorch, metres (default: {PARITY_TOLERANCE_M:g})")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the parity check (default: 2)")

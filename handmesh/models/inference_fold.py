@@ -213,7 +213,8 @@ def _fold_affine(model: nn.Module) -> None:
 def _mlp_convs(mlp: ConvMlp, backend: str) -> tuple[FusedConv2d, FusedConv2d, FusedConv2d] | None:
     if not isinstance(mlp.conv, nn.Conv2d) or _activation_name(mlp.act) != "gelu" or mlp.drop.p != 0:
         return None
-    return FusedConv2d(mlp.conv, "none", backend), FusedConv2d(mlp.fc1, "gelu", backend), FusedConv2d(mlp.fc2, "none", backend)
+    return (FusedConv2d(mlp.conv, "none", backend), FusedConv2d(mlp.fc1, "gelu", backend),
+            FusedConv2d(mlp.fc2, "none", backend))
 
 
 def _twin(module: nn.Module, backend: str) -> nn.Module | None:

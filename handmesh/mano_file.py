@@ -44,6 +44,7 @@ class ManoModelData:
     posedirs: np.ndarray  # (778, 3, 135) pose-corrective blend shapes
     hands_components: np.ndarray  # (45, 45) PCA basis of finger poses (rows)
     hands_mean: np.ndarray  # (45,) mean finger pose, axis-angle
+    hands_coeffs: np.ndarray | None  # (N, 45) PCA coefficients of example poses, when the file has them
     side: str  # "right" or "left"
     path: Path
     is_standin: bool  # True for handmesh's generated stand-in, False for real MANO
@@ -180,6 +181,7 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
         posedirs=_check_shape(arrays["posedirs"].astype(np.float64), (NUM_VERTICES, 3, 135), "posedirs", path),
         hands_components=_check_shape(arrays["hands_components"].astype(np.float64), (45, 45), "hands_components", path),
         hands_mean=_check_shape(arrays["hands_mean"].astype(np.float64).reshape(-1), (45,), "hands_mean", path),
+        hands_coeffs=_optional_coefficients(data.get("hands_coeffs"), path),
         side=side or detect_side(v_template, J_regressor) or _side_from_name(path) or "right",
         path=path,
         is_standin=STANDIN_KEY in data,
@@ -191,6 +193,13 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
             f"Put MANO's {FILE_NAMES[side]} there (files may have been renamed)."
         )
     return model
+
+
+def _optional_coefficients(value, path: Path) -> np.ndarray | None:
+    if value is None:
+        return None
+    coefficients = _to_numpy(value, "hands_coeffs", path).astype(np.float64)
+    return coefficients.reshape(-1, coefficients.shape[-1]) if coefficients.ndim >= 1 and coefficients.size else None
 
 
 def _side_from_name(path: Path) -> str | None:

@@ -72,7 +72,8 @@ class MeshRenderer:
 
             mesh = trimesh.Trimesh(np.asarray(vertices) @ _OPENGL_FROM_OPENCV.T, faces, process=False)
             scene.add(pyrender.Mesh.from_trimesh(mesh, material=material, smooth=True))
-        camera = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.01, zfar=20.0)
+        # OpenGL puts pixel centres at +0.5 where OpenCV puts them at integers: shift the principal point to match.
+        camera = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5, znear=0.01, zfar=20.0)
         scene.add(camera, pose=np.eye(4))
         scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=light_intensity), pose=np.eye(4))
         rgba, depth = self._renderer.render(scene, flags=pyrender.RenderFlags.RGBA)

@@ -31,7 +31,7 @@ from handmesh.data.synth_render import HandScene, SkinModel, dress, four_version
 from handmesh.errors import DataError
 from handmesh.joints import FINGERTIP_VERTEX_IDS, MIDDLE_MCP_KEYPOINT, NUM_BETAS
 from handmesh.mano import ManoLayer
-from handmesh.mano_file import FILE_NAMES, _read_pickle, _to_numpy, resolve_mano_dir
+from handmesh.mano_file import FILE_NAMES, load_mano_file, resolve_mano_dir
 from handmesh.poses import rest_frame
 
 SYNTH_FORMAT_VERSION = 2  # bump when the generated data changes, so existing folders are regenerated
@@ -60,11 +60,10 @@ class SynthResult:
 
 def component_spread(mano_file: Path, n_components: int) -> np.ndarray:
     """(n_components,) std of each PCA coefficient, from the file's `hands_coeffs` (example poses) when present."""
-    raw = _read_pickle(mano_file).get("hands_coeffs")
-    if raw is None:
+    coefficients = load_mano_file(mano_file).hands_coeffs  # (num_examples, 45) or None
+    if coefficients is None:
         return np.full(n_components, DEFAULT_COMPONENT_STD)
-    coefficients = _to_numpy(raw, "hands_coeffs", mano_file).astype(np.float64)  # (num_examples, 45)
-    return coefficients.reshape(-1, coefficients.shape[-1])[:, :n_components].std(axis=0)
+    return coefficients[:, :n_components].std(axis=0)
 
 
 def _axis_rotation(axis: int, angle: float) -> np.ndarray:

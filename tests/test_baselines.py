@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from handmesh.baselines import mean_pose_predictions, mean_rotation
 from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.mano import ManoLayer
-
-
-@pytest.fixture(scope="module")
-def standin_dir(tmp_path_factory):
-    from handmesh.standin import write_standin
-
-    directory = tmp_path_factory.mktemp("standin")
-    write_standin(directory, progress=False)
-    return directory
 
 
 def test_mean_rotation_of_symmetric_pair_is_the_middle():

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import jsonargparse
-import pytest
 import torch
 
 from handmesh.data.datamodule import FreiHANDDataModule
-from handmesh.data.synth import synthesize
 
-N_TRAIN, N_EVAL = 6, 3
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny_freihand"
-    synthesize(None, root, N_TRAIN, N_EVAL, seed=0, progress=False, log=None)
-    return root
+from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
 
 
 def test_splits_and_batches(tiny_root):

@@ -15,18 +15,9 @@ import torch
 
 from handmesh.data.annotations import cache_path, load_annotation
 from handmesh.data.freihand import FreiHANDDataset, mask_path, validation_ids
-from handmesh.data.synth import synthesize
 from handmesh.errors import DataError
 
-N_TRAIN, N_EVAL = 6, 3
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    """6 training + 3 evaluation samples (shared with the other data tests of the session)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_freihand"
-    synthesize(None, root, N_TRAIN, N_EVAL, seed=0, progress=False, log=None)
-    return root
+from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
 
 
 @pytest.fixture

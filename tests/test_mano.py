@@ -190,15 +190,6 @@ def test_environment_variable_is_used(tmp_path, monkeypatch):
     assert source.directory == tmp_path and "HANDMESH_MANO_DIR" in source.reason
 
 
-@pytest.fixture(scope="module")
-def standin_dir(tmp_path_factory):
-    from handmesh.standin import write_standin
-
-    directory = tmp_path_factory.mktemp("standin")
-    write_standin(directory, progress=False)
-    return directory
-
-
 def test_standin_left_and_right_mirror(standin_dir):
     right, left = ManoLayer.from_dir(standin_dir, "right"), ManoLayer.from_dir(standin_dir, "left")
     assert (right.side, left.side) == ("right", "left") and right.is_standin and left.is_standin

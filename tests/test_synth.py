@@ -15,15 +15,7 @@ from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 
-N_TRAIN, N_EVAL = 6, 3
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    """6 training + 3 evaluation samples, generated once per session (reused by every test file asking for it)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_freihand"
-    synthesize(None, root, N_TRAIN, N_EVAL, seed=0, progress=False, log=None)
-    return root
+from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
 
 
 def _json(root, name):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from handmesh.data.freihand import FreiHANDDataset, mask_path
-from handmesh.data.synth import synthesize
 from handmesh.data.transforms import (
     Augmentation,
     crop_geometry,
@@ -23,13 +22,6 @@ from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny_freihand"
-    synthesize(None, root, 6, 3, seed=0, progress=False, log=None)
-    return root
 
 
 def _apply(affine, uv):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from handmesh.errors import CheckpointError
 METADATA_KEY = "handmesh"  # checkpoint["handmesh"] = {"format": ..., "model_args": {...}, "mano": {...}}
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.model`
+_WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
 
 
 def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
@@ -47,15 +49,17 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain values ({_first_line(error)}). "
-            "Expected a checkpoint written by `handmesh fit`; a foreign or tampered file could run code."
-        ) from None
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if unsafe:  # a Python object to import and call: what weights_only exists to stop
+            raise CheckpointError(
+                f"refusing to load {path}: it holds Python objects ({unsafe.group(1)}), not only tensors and plain "
+                "values. Expected a checkpoint written by `handmesh fit`; a foreign or tampered file could run code."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a file written by torch.save); expected a "
+                              f".ckpt written by `handmesh fit`. {_WHAT_TO_DO}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {_first_line(error)}); it may be truncated "
-            "or corrupt. Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
-        ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {_first_line(error)}); "
+                              f"it may be truncated or corrupt. {_WHAT_TO_DO}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} holds no model state_dict; expected a checkpoint written by `handmesh fit`.")
     return checkpoint

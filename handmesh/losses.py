@@ -23,6 +23,7 @@ class LossWeights:
     """
 
     keypoints_3d: float = 5.0  # L1, metres, root-relative 21 keypoints
+    keypoints_aligned: float = 5.0  # L1, metres, 21 keypoints after similarity alignment (what PA-MPJPE measures)
     vertices: float = 5.0  # L1, metres, root-relative 778 vertices
     keypoints_2d: float = 1.0  # L1, crop widths, 21 keypoints reprojected through the predicted camera and K
     mano_pose: float = 0.1  # squared error of the 16 rotation matrices, where MANO ground truth exists
@@ -36,6 +37,22 @@ class LossWeights:
 def keypoint_3d_loss(pred_rel: torch.Tensor, target_rel: torch.Tensor) -> torch.Tensor:
     """Mean L1 (metres) of (B, N, 3) root-relative points (keypoints or vertices) -> () scalar."""
     return (pred_rel - target_rel).abs().mean()
+
+
+def aligned_keypoint_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 (metres) between (B, N, 3) targets and predictions moved onto them by the best rotation, scale and
+    translation (Umeyama; no reflection) -> (). The transform is fitted without gradient, so the loss pulls the
+    articulation and proportions toward the target and ignores global rotation and size, like PA-MPJPE does."""
+    pred_c = pred - pred.mean(dim=1, keepdim=True)
+    target_c = target - target.mean(dim=1, keepdim=True)
+    with torch.no_grad():
+        u, singular, vh = torch.linalg.svd(target_c.transpose(1, 2) @ pred_c)  # (B, 3, 3)
+        sign = torch.ones_like(singular)
+        sign[:, 2] = torch.det(u @ vh).sign()  # flip the weakest axis rather than reflect
+        rotation = u @ torch.diag_embed(sign) @ vh  # (B, 3, 3): pred_c @ rotation.T ~ target_c
+        scale = (singular * sign).sum(-1) / pred_c.pow(2).sum(dim=(1, 2)).clamp(min=1e-12)  # (B,)
+    aligned = pred_c @ rotation.transpose(1, 2) * scale[:, None, None]
+    return (aligned - target_c).abs().mean()
 
 
 def reprojection_loss(pred_2d: torch.Tensor, target_2d: torch.Tensor, crop_size: int) -> torch.Tensor:
@@ -88,6 +105,7 @@ def hand_losses(
     """Every term, unweighted, plus "total" = the weighted sum. Keys match `LossWeights` fields."""
     terms = {
         "keypoints_3d": keypoint_3d_loss(pred_keypoints_rel, root_relative(target_keypoints_3d, target_keypoints_3d)),
+        "keypoints_aligned": aligned_keypoint_loss(pred_keypoints_rel, target_keypoints_3d),
         "vertices": keypoint_3d_loss(pred_vertices_rel, root_relative(target_vertices, target_keypoints_3d)),
         "keypoints_2d": reprojection_loss(pred_keypoints_2d, target_keypoints_2d, crop_size),
         "mano_pose": rotation_loss(pred_pose, target_pose, has_mano),

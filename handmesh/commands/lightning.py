@@ -10,6 +10,7 @@ Every run gets `<trainer.default_root_dir>/checkpoints/{best,last}.ckpt`, writte
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
@@ -64,15 +65,18 @@ def expand_aliases(argv: list[str]) -> list[str]:
 
 def run_lightning(name: str, argv: list[str]) -> int:
     """Run LightningCLI subcommand `name` ("fit", "validate" or "test") with `argv`; returns the exit code."""
-    try:
-        HandmeshCLI(
-            HandMeshModule,
-            FreiHANDDataModule,
-            args=[name, *expand_aliases(argv)],
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model (LightningCLI)."},
-            auto_configure_optimizers=False,
-        )
-    except SystemExit as stop:  # argument errors (status 2) and --help / --print_config (status 0)
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    with warnings.catch_warnings():
+        # LightningCLI warns whenever `args` is given while sys.argv has arguments: here that is by design
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        try:
+            HandmeshCLI(
+                HandMeshModule,
+                FreiHANDDataModule,
+                args=[name, *expand_aliases(argv)],
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model (LightningCLI)."},
+                auto_configure_optimizers=False,
+            )
+        except SystemExit as stop:  # argument errors (status 2) and --help / --print_config (status 0)
+            return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
     return 0

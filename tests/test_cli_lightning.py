@@ -1,0 +1,121 @@
+"""`handmesh fit | validate | test` through LightningCLI: both configs run, overrides merge, bad input exits 2 with a
+clear message, and `--ckpt_path last` resumes exactly."""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from handmesh.cli import main
+from tiny_synth import tiny_synthetic_set
+
+torch.set_num_threads(2)
+QUICKSTART = "configs/quickstart.yaml"
+MA36 = "configs/freihand_fastvit_ma36.yaml"
+
+
+@pytest.fixture(scope="module")
+def root(pytestconfig, tmp_path_factory):
+    return tiny_synthetic_set(pytestconfig, tmp_path_factory)
+
+
+def _tiny(root, run_dir, *extra) -> list[str]:
+    """Overrides that make a config tiny: the test data, small crops and batches, no workers, a temporary run folder."""
+    return ["--data.root", str(root), "--data.batch_size", "4", "--data.num_workers", "0", "--model.input_size", "64",
+            "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false", "--trainer.callbacks", "[]", *extra]
+
+
+class StopAfterEpochs(pl.Callback):
+    """Ends training (gracefully) after `epochs` epochs: an interrupted run, for the resume test."""
+
+    def __init__(self, epochs: int = 1):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def test_quickstart_fast_dev_run(root, tmp_path):
+    assert main(["fit", "--config", QUICKSTART, *_tiny(root, tmp_path), "--trainer.fast_dev_run", "1"]) == 0
+    assert not (tmp_path / "checkpoints").exists()  # fast_dev_run writes no checkpoint
+
+
+@pytest.mark.slow
+def test_ma36_fast_dev_run_with_a_small_input(root, tmp_path):
+    args = ["fit", "--config", MA36, *_tiny(root, tmp_path), "--model.pretrained", "null", "--trainer.precision",
+            "32-true", "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.fast_dev_run", "1"]
+    assert main(args) == 0
+
+
+def test_print_config_shows_merged_overrides(root, tmp_path, capsys):
+    code = main(["fit", "--config", QUICKSTART, "--data.root", "/some/where", "--data.batch_size", "3",
+                 "--mano-dir", str(tmp_path), "--model.input_size", "96", "--print_config"])
+    assert code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["root"] == "/some/where" and config["data"]["batch_size"] == 3
+    assert config["model"]["mano_dir"] == str(tmp_path)
+    assert config["model"]["encoder"] == "fastvit_t8"
+    assert config["model"]["input_size"] == 96 and "input_size" not in config["data"]  # data's is linked to it
+    assert config["model"]["loss_weights"]["keypoints_3d"] == 5.0  # defaults from the code appear too
+
+
+def test_unknown_config_key_exits_2(capsys):
+    assert main(["fit", "--config", QUICKSTART, "--model.no_such_option", "1"]) == 2
+    assert "no_such_option" in capsys.readouterr().err
+
+
+def test_missing_data_root_exits_2_with_a_message(tmp_path, capsys):
+    code = main(["fit", "--config", QUICKSTART, *_tiny(tmp_path / "nowhere", tmp_path), "--trainer.fast_dev_run", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "handmesh fit: error:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_missing_mano_dir_exits_2_with_a_message(root, tmp_path, capsys):
+    code = main(["fit", "--config", QUICKSTART, *_tiny(root, tmp_path), "--mano-dir", str(tmp_path / "no_mano"),
+                 "--trainer.fast_dev_run", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "MANO_RIGHT.pkl" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "foreign", "unsafe"])
+def test_bad_checkpoint_exits_2_with_a_message(root, tmp_path, capsys, kind):
+    path = tmp_path / "bad.ckpt"
+    if kind == "corrupt":
+        path.write_bytes(b"PK\x03\x04 truncated zip")
+    elif kind == "foreign":
+        torch.save({"state_dict": {"layer.weight": torch.zeros(2)}, "epoch": 3}, path)
+    else:
+        path.write_bytes(pickle.dumps({"state_dict": {}, "payload": pl.Callback()}, protocol=2))
+    code = main(["validate", "--config", QUICKSTART, *_tiny(root, tmp_path), "--ckpt_path", str(path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    expected = {"corrupt": "not a readable checkpoint", "foreign": "another program",
+                "unsafe": "refusing to load .*pytorch_lightning.callbacks.callback.Callback"}[kind]
+    assert re.search(expected, err) and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_from_last_is_exact(root, tmp_path):
+    """Two epochs straight == one epoch, stop, `--ckpt_path last`, one more epoch: same weights to the bit."""
+    common = ["--config", QUICKSTART, "--trainer.max_steps", "14", "--trainer.val_check_interval", "null",
+              "--trainer.check_val_every_n_epoch", "1", "--model.warmup_steps", "3", "--data.batch_size", "4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["fit", *_tiny(root, straight), *common]) == 0
+    stop = '[{"class_path": "test_cli_lightning.StopAfterEpochs", "init_args": {"epochs": 1}}]'
+    assert main(["fit", *_tiny(root, resumed), *common, "--trainer.callbacks", stop]) == 0
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+    assert main(["fit", *_tiny(root, resumed), *common, "--ckpt_path", "last"]) == 0
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 14
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert (straight / "checkpoints" / "best.ckpt").is_file()

@@ -1,0 +1,129 @@
+"""Predictor: rebuilds the trained network from a checkpoint without Lightning, reparameterised, same outputs; clear
+errors for bad checkpoints; `handmesh predict` writes the official pred.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from handmesh.checkpoints import METADATA_KEY, atomic_save
+from handmesh.cli import main
+from handmesh.data.freihand import FreiHANDDataset
+from handmesh.errors import CheckpointError
+from handmesh.inference import Predictor
+from handmesh.predjson import read_pred_json
+from tiny_synth import N_EVAL, tiny_synthetic_set
+
+torch.set_num_threads(2)
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def root(pytestconfig, tmp_path_factory):
+    return tiny_synthetic_set(pytestconfig, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(root, tmp_path_factory):
+    """A checkpoint after two training steps of the quickstart recipe at 64 px."""
+    run = tmp_path_factory.mktemp("run")
+    code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
+                 "--data.num_workers", "0", "--model.input_size", str(SIZE), "--trainer.max_steps", "2",
+                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
+                 "--trainer.callbacks", "[]"])
+    assert code == 0
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def evaluation(root):
+    dataset = FreiHANDDataset(root, split="evaluation", input_size=SIZE, progress=False)
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([item["image"] for item in items]), torch.stack([item["K"] for item in items])
+
+
+def test_predictor_reproduces_the_trained_network(checkpoint, evaluation):
+    images, K = evaluation
+    folded = Predictor.from_checkpoint(checkpoint)
+    plain = Predictor.from_checkpoint(checkpoint, reparameterize=False)
+    assert folded.is_trained and folded.input_size == SIZE and folded.faces.shape == (1538, 3)
+    assert "fastvit_t8 64px" in folded.description and "step 2" in folded.description
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(value, state["model." + key]), key
+    a, b = folded.predict_images(images, K), plain.predict_images(images, K)
+    assert a.vertices.shape == (N_EVAL, 778, 3) and a.keypoints_2d.shape == (N_EVAL, 21, 2)
+    assert np.abs(a.vertices - b.vertices).max() <= 1e-4
+    crops = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    c = folded.predict(crops, K.numpy())  # uint8 path: same images up to 1/255 rounding
+    assert np.abs(c.keypoints_3d - a.keypoints_3d).max() < 5e-3
+
+
+def test_no_lightning_at_run_time(checkpoint):
+    script = (
+        "import sys, numpy as np\n"
+        "from handmesh.inference import Predictor\n"
+        f"p = Predictor.from_checkpoint({str(checkpoint)!r})\n"
+        f"p.predict(np.zeros((1, {SIZE}, {SIZE}, 3), np.uint8), np.eye(3, dtype=np.float32)[None])\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'lightning_fabric')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+
+
+def test_untrained_predictor():
+    one, two = Predictor.untrained(input_size=SIZE), Predictor.untrained(input_size=SIZE)
+    assert not one.is_trained and "UNTRAINED" in one.description
+    crops = np.random.default_rng(0).integers(0, 255, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    K = np.array([[80.0, 0, SIZE / 2], [0, 80.0, SIZE / 2], [0, 0, 1]], np.float32)[None].repeat(2, 0)
+    a, b = one.predict(crops, K), two.predict(crops, K)
+    np.testing.assert_array_equal(a.vertices, b.vertices)  # seeded: reproducible
+    assert a.camera.shape == (2, 3) and (a.camera[:, 0] > 0).all()
+    with pytest.raises(ValueError, match=rf"expected \(B, {SIZE}, {SIZE}, 3\) uint8"):
+        one.predict(crops[:, :32], K)
+    with pytest.raises(ValueError, match="K: expected"):
+        one.predict(crops, K[:1])
+
+
+def test_bad_checkpoints_are_clear_errors(checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        Predictor.from_checkpoint(tmp_path / "missing.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Predictor.from_checkpoint(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"backbone.weight": torch.zeros(3)}}, foreign)
+    with pytest.raises(CheckpointError, match="another program"):
+        Predictor.from_checkpoint(foreign)
+    content = torch.load(checkpoint, weights_only=True)
+    content[METADATA_KEY]["model_args"]["encoder"] = "fastvit_t12"  # says one network, holds another's weights
+    other = tmp_path / "other.ckpt"
+    atomic_save(content, other)
+    with pytest.raises(CheckpointError, match="does not fit the network"):
+        Predictor.from_checkpoint(other)
+
+
+def test_a_model_trained_on_another_hand_model_is_flagged(checkpoint, tmp_path):
+    content = torch.load(checkpoint, weights_only=True)
+    content[METADATA_KEY]["mano"]["is_standin"] = not content[METADATA_KEY]["mano"]["is_standin"]
+    atomic_save(content, tmp_path / "flipped.ckpt")
+    assert "WARNING: trained with" in Predictor.from_checkpoint(tmp_path / "flipped.ckpt").description
+
+
+def test_predict_command_writes_the_official_file(root, checkpoint, evaluation, tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data.root", str(root), "--out", str(out),
+                 "--batch-size", "3", "--num-workers", "0"]) == 0
+    xyz, verts = read_pred_json(out)
+    assert xyz.shape == (N_EVAL, 21, 3) and verts.shape == (N_EVAL, 778, 3)
+    expected = Predictor.from_checkpoint(checkpoint).predict_images(*evaluation)
+    np.testing.assert_allclose(xyz, expected.keypoints_3d, atol=1e-6)
+    np.testing.assert_allclose(verts, expected.vertices, atol=1e-6)
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "--data.root", str(root), "--out",
+                 str(out)]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err

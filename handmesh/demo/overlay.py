@@ -22,7 +22,8 @@ from handmesh.render import MeshRenderer, RendererUnavailable, render_mesh_openc
 RENDERERS = ("auto", "pyrender", "opencv")
 FINGER_COLOURS = ((230, 80, 80), (240, 200, 60), (80, 200, 90), (70, 170, 240), (190, 100, 230))  # RGB, thumb..pinky
 PANEL_FILL = 0.4  # in the side panel the hand's radius spans this share of the view
-DEFAULT_RENDER_SIZE = 320  # px, side of the square GL window the meshes are rendered into
+RENDER_SIZE_FRACTION = 0.3  # side of the square GL window the meshes are rendered into, as a share of min(W, H) ...
+RENDER_SIZE_LIMITS = (128, 512)  # ... within these px: llvmpipe's cost grows with the pixels the hand covers
 WINDOW_MARGIN = 4.0  # px around the projected meshes in that window
 MIN_DEPTH = 1e-3  # metres; vertices nearer than this (or behind the camera) are not drawn
 
@@ -72,23 +73,25 @@ class OverlayRenderer:
 
     With pyrender, meshes are rendered into a square window of `render_size` px around the hands (the window's
     intrinsics are a crop's, `crop_affine @ K`) and warped back into the frame: the same picture as a full-frame
-    render, at a fraction of the cost (llvmpipe's cost grows with the pixels read back). One GL renderer serves both
-    the frame and the side panel (pyrender cannot keep two EGL renderers alive in one process reliably).
+    render (a little softer when the hands span more than `render_size`), at a fraction of the cost: on llvmpipe a
+    render costs ~15 ms plus ~0.4 us per pixel (pyrender's PBR shader, 4x MSAA). One GL renderer serves both the
+    frame and the side panel (pyrender cannot keep two EGL renderers alive in one process reliably).
     """
 
     def __init__(self, width: int, height: int, K: np.ndarray, backend: str = "auto", side_view: bool = False,
-                 render_size: int = DEFAULT_RENDER_SIZE,
+                 render_size: int | None = None,
                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
         if backend not in RENDERERS:
             raise HandmeshError(f"unknown renderer {backend!r}; expected one of {', '.join(RENDERERS)}")
         self.width, self.height, self.K = width, height, np.asarray(K, dtype=np.float64)
         self.panel = panel_width(height, side_view)
-        self.render_size = render_size
+        low, high = RENDER_SIZE_LIMITS
+        self.render_size = render_size or int(np.clip(round(RENDER_SIZE_FRACTION * min(width, height)), low, high))
         self._renderer: MeshRenderer | None = None
         self.backend = "opencv"
         if backend != "opencv":
             try:
-                self._renderer = MeshRenderer(render_size, render_size)
+                self._renderer = MeshRenderer(self.render_size, self.render_size)
                 self.backend = "pyrender"
             except RendererUnavailable as error:
                 if backend == "pyrender":

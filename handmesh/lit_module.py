@@ -98,7 +98,14 @@ class HandMeshModule(pl.LightningModule):
         shown = "pa_mpjpe_mm"
         self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items() if name != shown and value is not None})
         self.log(f"{stage}/{shown}", float(values[shown]), prog_bar=True)
-        self.metrics[stage].reset()
+
+    # Reset when a stage starts, in that stage's grad mode: states made under `trainer.validate`'s inference mode
+    # cannot be updated in place by the no-grad validation inside `trainer.fit`.
+    def on_validation_epoch_start(self) -> None:
+        self.metrics["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.metrics["test"].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")

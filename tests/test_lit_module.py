@@ -89,3 +89,33 @@ def test_lr_follows_the_schedule_per_step(root):
     trainer.fit(module, loader)
     cosine = [0.5 * (1 + math.cos(math.pi * k / 2)) for k in (0, 1)]
     assert seen == pytest.approx([5e-4, 1e-3, 1e-3 * cosine[0], 1e-3 * cosine[1]])
+
+
+@pytest.mark.parametrize("gl", [True, False])
+def test_validation_images_reach_tensorboard(root, tmp_path, monkeypatch, gl):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import handmesh.callbacks
+    from handmesh.callbacks import ValidationMeshImages
+    from handmesh.render import RendererUnavailable
+
+    if not gl:
+        def no_gl(*args, **kwargs):
+            raise RendererUnavailable("no OpenGL here (test)")
+
+        monkeypatch.setattr(handmesh.callbacks, "MeshRenderer", no_gl)
+    loader = DataLoader(Subset(FreiHANDDataset(root, split="training", input_size=64, progress=False), [0, 1, 2]),
+                        batch_size=3)
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb")
+    trainer = pl.Trainer(logger=logger, callbacks=[ValidationMeshImages(num_images=2)], enable_progress_bar=False,
+                         enable_model_summary=False)
+    module = HandMeshModule(encoder="fastvit_t8", input_size=64)
+    if gl:
+        trainer.validate(module, loader, verbose=False)
+    else:
+        with pytest.warns(UserWarning, match="drawn with OpenCV instead of OpenGL"):
+            trainer.validate(module, loader, verbose=False)
+    events = EventAccumulator(str(logger.log_dir), size_guidance={"images": 0})
+    events.Reload()
+    (image,) = events.Images("val/mesh_overlay")
+    assert (image.width, image.height) == (2 * 64, 64)  # two crops side by side

@@ -20,7 +20,6 @@ import handmesh.inference  # noqa: F401 - loads timm (and triton's LLVM) before 
 from handmesh.demo.app import main
 from handmesh.demo.detect import mediapipe_available
 from handmesh.demo.synthetic import write_synthetic_clip
-from handmesh.mano_file import resolve_mano_dir
 from handmesh.render import render_mesh_opencv
 
 torch.set_num_threads(2)
@@ -30,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def mano_dir() -> Path:
-    return resolve_mano_dir().directory
+def mano_dir(standin_dir) -> Path:
+    """The session's stand-in hand model (conftest.py)."""
+    return standin_dir
 
 
 @pytest.fixture(scope="module")

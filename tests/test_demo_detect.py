@@ -85,14 +85,12 @@ def test_make_detector_choices():
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="mediapipe not installed (optional extra handmesh[mediapipe])")
-def test_mediapipe_finds_a_rendered_hand_and_frames_it_like_the_tracker(tmp_path):
+def test_mediapipe_finds_a_rendered_hand_and_frames_it_like_the_tracker(tmp_path, standin_dir):
     """Its handedness is not checked here: on the stand-in hand (not a real one) mediapipe's classifier is unsure
     (scores about 0.6, and it flips with the background); the label convention follows mediapipe's documentation."""
     from handmesh.demo.detect import MediaPipeDetector
     from handmesh.demo.synthetic import write_synthetic_clip
-    from handmesh.mano_file import resolve_mano_dir
-
-    clip = write_synthetic_clip(tmp_path / "clip.mp4", resolve_mano_dir().directory, frames=1, width=W, height=H,
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", standin_dir, frames=1, width=W, height=H,
                                 fill=0.6)
     import cv2
 

@@ -20,11 +20,13 @@ import numpy as np
 from handmesh.bench.timing import bench_threads, time_call
 from handmesh.demo.app import DEFAULT_CHECKPOINT, add_arguments, default_threads, load_predictor, run_demo
 from handmesh.demo.crop import Box, crop_hand
+from handmesh.demo.hud import STAGES
 from handmesh.demo.synthetic import SyntheticClip, write_synthetic_clip
 from handmesh.mano_file import resolve_mano_dir
 
 WIDTH, HEIGHT = 640, 480
 FRAMES = {True: 30, False: 150}  # quick, full
+TARGET_RATIO = 0.8
 
 
 def _crops(clip: SyntheticClip, predictor) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -99,3 +101,18 @@ def run(quick: bool = False) -> dict:
             measured = _measure(predictor, clip, mano_dir, threads, folder / f"{prefix}overlay.mp4", min(frames, 60))
             result.update({f"{prefix}{key}": value for key, value in measured.items()})
     return result
+
+
+def format_table(result: dict) -> str:
+    """The readable report: the demo's steady rate against the model's, per model, with the stage costs."""
+    lines = [f"demo on a generated {result['frame_size']} clip, {result['detector']} detector, {result['torch_threads']} "
+             f"torch thread(s) for the model in both columns; goal demo / model >= {TARGET_RATIO}"]
+    for prefix, label in (("", result["model"]), ("ma36_", "untrained fastvit_ma36 224px")):
+        if f"{prefix}demo_fps" not in result:
+            continue
+        stages = ", ".join(f"{stage} {result[f'{prefix}{stage}_ms']:.1f}" for stage in STAGES
+                           if f"{prefix}{stage}_ms" in result)
+        lines.append(f"{label}: demo {result[f'{prefix}demo_fps']:.1f} FPS, model alone {result[f'{prefix}model_only_fps']:.1f} "
+                     f"FPS, ratio {result[f'{prefix}demo_to_model_ratio']:.2f} ({result[f'{prefix}renderer']} renderer; "
+                     f"mean ms per frame: {stages})")
+    return "\n".join(lines)

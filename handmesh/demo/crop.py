@@ -18,7 +18,9 @@ import numpy as np
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])  # (3, 3) x -> -x, the mirror of the camera frame
 DEFAULT_FOCAL_SCALE = 1.0  # focal length of a frame without --intrinsics: f = max(W, H) * this, pixels
-DEFAULT_BOX_SCALE = 1.8  # crop side / largest side of the 21 keypoints' bounding box (FreiHAND-like framing)
+# crop side / largest side of the 21 keypoints' bounding box: the mesh (about 1.1x the keypoints' extent) then spans
+# ~55% of the crop, the middle of the training framing (handmesh.data.synth.FILL_RANGE, 40-70%, like FreiHAND)
+DEFAULT_BOX_SCALE = 2.0
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,22 @@ def test_image_folder_with_a_corrupt_image_skips_it(tmp_path, clip, mano_dir, ca
     assert len(json.loads((tmp_path / "meshes" / "keypoints.json").read_text())["frames"]) == 1
 
 
+def test_truncated_video_stops_where_decoding_stops_and_keeps_those_frames(tmp_path, clip, mano_dir, capsys):
+    whole = tmp_path / "whole.avi"  # AVI: its frames decode one by one until the cut (an mp4's index is at its end)
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (W, H))
+    for frame in read_video(clip.path):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    decodable = len(read_video(cut))
+    assert 0 < decodable < FRAMES
+    out = tmp_path / "out.mp4"
+    assert headless(cut, mano_dir, "--out", str(out)) == 0
+    assert f"decoding stopped at frame {decodable} of {FRAMES}" in capsys.readouterr().err
+    assert len(read_video(out)) == decodable
+
+
 def bad_source(tmp_path: Path, kind: str) -> str:
     if kind == "junk":
         (tmp_path / "junk.mp4").write_bytes(os.urandom(2000))

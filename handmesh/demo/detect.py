@@ -9,8 +9,10 @@ and we crop it as a left hand (flipped). Put simply: is_left = (label == "Right"
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -153,19 +155,24 @@ class BoxTracker:
         """Nothing to release."""
 
 
-def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool):
-    """`auto` picks mediapipe when installed, else the tracker. max_hands None: 2 for mediapipe, 1 for the tracker."""
+def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool,
+                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
+    """`auto` picks mediapipe when it imports, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
+    the tracker."""
     if kind not in DETECTORS:
         raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
-    if kind == "auto":
-        kind = "mediapipe" if mediapipe_available() else "tracker"
-    if kind == "mediapipe":
-        if not mediapipe_available():
-            raise HandmeshError(
-                "--detector mediapipe needs mediapipe, which is not installed: run `pip install 'handmesh[mediapipe]'` "
-                "(mediapipe==0.10.14), or use --detector tracker"
-            )
-        return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+    if kind == "mediapipe" and not mediapipe_available():
+        raise HandmeshError(
+            "--detector mediapipe needs mediapipe, which is not installed: run `pip install 'handmesh[mediapipe]'` "
+            "(mediapipe==0.10.14), or use --detector tracker"
+        )
+    if kind == "mediapipe" or (kind == "auto" and mediapipe_available()):
+        try:
+            return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+        except HandmeshError as error:
+            if kind == "mediapipe":
+                raise
+            notify(f"detector: the box tracker, because {error}")
     if max_hands not in (None, 1):
         raise HandmeshError(
             f"--max-hands {max_hands} with the box tracker: it follows one hand; expected --max-hands 1, "

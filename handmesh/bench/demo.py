@@ -112,7 +112,7 @@ def format_table(result: dict) -> str:
             continue
         stages = ", ".join(f"{stage} {result[f'{prefix}{stage}_ms']:.1f}" for stage in STAGES
                            if f"{prefix}{stage}_ms" in result)
-        lines.append(f"{label}: demo {result[f'{prefix}demo_fps']:.1f} FPS, model alone {result[f'{prefix}model_only_fps']:.1f} "
-                     f"FPS, ratio {result[f'{prefix}demo_to_model_ratio']:.2f} ({result[f'{prefix}renderer']} renderer; "
+        lines.append(f"{label}: demo {result[f'{prefix}demo_fps']:.1f} FPS, model alone "
+                     f"{result[f'{prefix}model_only_fps']:.1f} FPS, ratio {result[f'{prefix}demo_to_model_ratio']:.2f} ({result[f'{prefix}renderer']} renderer; "
                      f"mean ms per frame: {stages})")
     return "\n".join(lines)

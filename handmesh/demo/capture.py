@@ -49,7 +49,8 @@ class CameraSource:
         if not self._capture.isOpened():
             raise HandmeshError(
                 f"no webcam at index {index}: expected a connected camera (Linux: /dev/video{index}); check it is "
-                "plugged in and not used by another program, try another --source index, or pass a video file or image folder"
+                "plugged in and not used by another program, try another --source index, or pass a video file or "
+                "an image folder"
             )
         ok, first = self._capture.read()
         if not ok or first is None:
@@ -72,7 +73,8 @@ class CameraSource:
         else:
             ok, image = self._capture.read()
             if not ok or image is None:
-                self._notify(f"{self.description} stopped giving frames after {self._index} (unplugged or taken by another program)")
+                self._notify(f"{self.description} stopped giving frames after {self._index} "
+                             "(unplugged or taken by another program)")
                 return None
         frame = Frame(self._index, time.monotonic() - self._start, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         self._index += 1

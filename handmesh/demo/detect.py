@@ -142,7 +142,8 @@ class BoxTracker:
 
     def _plausible(self, box: Box) -> bool:
         inside = 0 <= box.cx < self.width and 0 <= box.cy < self.height
-        size_ok = MIN_BOX_FRACTION * min(self.width, self.height) <= box.size <= MAX_BOX_FRACTION * max(self.width, self.height)
+        smallest, largest = MIN_BOX_FRACTION * min(self.width, self.height), MAX_BOX_FRACTION * max(self.width, self.height)
+        size_ok = smallest <= box.size <= largest
         return bool(inside and size_ok and np.isfinite(box.as_array()).all())
 
     def reset(self) -> None:

@@ -56,7 +56,8 @@ class VideoRecorder:
     def write(self, image: np.ndarray) -> None:
         """image (H, W, 3) uint8 RGB, of the size given at the start."""
         if (image.shape[1], image.shape[0]) != self.size:
-            raise ValueError(f"frame {image.shape[1]}x{image.shape[0]} differs from the video's {self.size[0]}x{self.size[1]}")
+            raise ValueError(f"frame {image.shape[1]}x{image.shape[0]} differs from the video's "
+                             f"{self.size[0]}x{self.size[1]}")
         self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
@@ -80,7 +81,9 @@ class MeshSaver:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise HandmeshError(f"cannot create the mesh folder {self.directory} ({error}); pass a writable --save-meshes") from None
+            raise HandmeshError(
+                f"cannot create the mesh folder {self.directory} ({error}); pass a writable --save-meshes"
+            ) from None
         self.mesh_format = mesh_format
         self._record = {"source": source, "intrinsics": np.asarray(K).tolist(), "units": "metres, pixels", "frames": []}
         self.meshes = 0
@@ -110,7 +113,9 @@ def hand_record(hand: HandEstimate) -> dict:
     }
 
 
-def save_snapshot(directory: str | os.PathLike, image: np.ndarray, hands: list[HandEstimate], mesh_format: str) -> list[Path]:
+def save_snapshot(
+    directory: str | os.PathLike, image: np.ndarray, hands: list[HandEstimate], mesh_format: str
+) -> list[Path]:
     """The shown image (PNG) and the current hands' meshes, named by the time; returns the paths written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

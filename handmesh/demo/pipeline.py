@@ -1,7 +1,8 @@
 """The demo's pipeline: capture -> detect -> infer -> render, each stage in its own thread, joined by bounded queues.
 
-Stages overlap, so the frame rate is set by the slowest stage, not by their sum (torch, OpenCV and the GL renderer
-release the GIL while they work). Frames stay in order. Files: every frame is processed (a full queue blocks the
+Stages overlap, so the frame rate is set by the slowest stage, not by their sum: torch, OpenCV and the GL renderer
+release the GIL while they work (a small model's Python between ops still waits for it when another stage runs Python,
+so on two cores the rate falls somewhat short of the slowest stage's; see `handmesh bench --what demo`). Frames stay in order. Files: every frame is processed (a full queue blocks the
 stage before it). A live camera: the capture keeps only the newest frame, so stale frames are dropped, not queued.
 When the detector needs the previous frame's outputs (the box tracker), detection runs inside the infer stage.
 An error in any stage stops all of them and is raised again by `Pipeline.get` in the caller's thread.

@@ -41,7 +41,8 @@ def background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         if rng.random() < 0.5:
-            cv2.rectangle(image, (x, y), (x + int(rng.integers(20, width // 3)), y + int(rng.integers(20, height // 3))), colour, -1)
+            corner = (x + int(rng.integers(20, width // 3)), y + int(rng.integers(20, height // 3)))
+            cv2.rectangle(image, (x, y), corner, colour, -1)
         else:
             cv2.circle(image, (x, y), int(rng.integers(10, min(width, height) // 6)), colour, -1)
     return image

@@ -157,9 +157,18 @@ def test_no_display_suggests_headless(monkeypatch, clip, mano_dir, capsys):
     assert "--no-window --out" in capsys.readouterr().err
 
 
-def test_headless_needs_an_output(clip, capsys):
-    assert main(["--source", str(clip.path), "--no-window"]) == 2
-    assert "--out" in capsys.readouterr().err
+@pytest.mark.parametrize("options, message", [
+    (["--no-window"], "expected --out"),
+    (["--no-window", "--out", "x.mp4", "--max-hands", "0"], "--max-hands 0"),
+    (["--no-window", "--out", "x.mp4", "--alpha", "1.5"], "between 0 and 1"),
+    (["--no-window", "--out", "x.avi.txt"], "expected a name ending in"),
+    (["--no-window", "--out", "x.mp4", "--intrinsics", "600,600,320"], "fx,fy,cx,cy"),
+])
+def test_bad_options_are_clean_errors(tmp_path, monkeypatch, clip, mano_dir, capsys, options, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--source", str(clip.path), "--mano-dir", str(mano_dir), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_without_gl_the_opencv_fallback_draws_with_a_one_line_message(tmp_path, clip, mano_dir):

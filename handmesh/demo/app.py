@@ -148,9 +148,10 @@ def sigterm_as_interrupt():
 class DemoApp:
     """One run: owns the source, detector, pipeline, window and outputs; `loop()` processes until the end or q."""
 
-    def __init__(self, args: argparse.Namespace, source, predictor, stack: ExitStack):
+    def __init__(self, args: argparse.Namespace, source, predictor, stack: ExitStack,
+                 intrinsics: tuple[float, float, float, float] | None):
         self.args, self.source, self.predictor = args, source, predictor
-        self.K = frame_intrinsics(source.width, source.height, parse_intrinsics(args.intrinsics))
+        self.K = frame_intrinsics(source.width, source.height, intrinsics)
         self.detector = make_detector(args.detector, source.width, source.height, args.max_hands,
                                       left_hand=args.hand == "left", video=source.is_video)
         stack.callback(self.detector.close)
@@ -299,8 +300,12 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     """
     if args.no_window and args.out is None and args.save_meshes is None:
         raise HandmeshError("--no-window with no output: expected --out out.mp4 and/or --save-meshes DIR")
-    if args.threads is not None and args.threads < 1:
-        raise HandmeshError(f"--threads {args.threads}: expected a count of at least 1")
+    for name, value in (("--threads", args.threads), ("--max-hands", args.max_hands), ("--max-frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise HandmeshError(f"{name} {value}: expected a count of at least 1")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise HandmeshError(f"--alpha {args.alpha}: expected an opacity between 0 and 1")
+    intrinsics = parse_intrinsics(args.intrinsics)
     with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(args.threads or default_threads()):
         source = open_source(args.source)
         stack.callback(source.close)
@@ -311,7 +316,7 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
         if predictor is None:
             predictor = load_predictor(args.checkpoint, args.mano_dir)
         print(f"model: {predictor.description}", file=sys.stderr)
-        app = DemoApp(args, source, predictor, stack)
+        app = DemoApp(args, source, predictor, stack, intrinsics)
         print(f"detector: {app.detector.name}", file=sys.stderr)
         app.loop(stack)
         stats = app.stats()

@@ -6,6 +6,8 @@ intrinsics K. Nothing happens at import: pyrender (and the EGL platform choice i
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -16,6 +18,13 @@ from handmesh.errors import HandmeshError
 
 SKIN_RGB = (0.80, 0.62, 0.52)  # default mesh colour, linear RGB in [0, 1]
 _OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])  # flips y and z: OpenCV camera frame -> OpenGL's
+
+
+def _load_triton_first() -> None:
+    """Mesa's llvmpipe and triton (imported by timm/torch) each carry LLVM; importing triton *after* a GL context has
+    rendered segfaults, the other order is fine. So triton, when installed, is loaded before the first context."""
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
 
 
 class RendererUnavailable(HandmeshError):
@@ -32,10 +41,14 @@ class Rendering:
 
 
 class MeshRenderer:
-    """Reusable offscreen renderer for one image size. Create once, call `render` per frame, `close` at the end."""
+    """Reusable offscreen renderer for one image size. Create once, call `render` per frame, `close` at the end.
+
+    Keep one per process: closing one pyrender EGL renderer while another is alive breaks the other.
+    """
 
     def __init__(self, width: int, height: int):
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # must precede the first pyrender import
+        _load_triton_first()
         try:
             import pyrender
         except Exception as error:  # noqa: BLE001 - any import failure means no GL here

@@ -108,11 +108,11 @@ def test_resume_from_last_is_exact(root, tmp_path):
     common = ["--config", QUICKSTART, "--trainer.max_steps", "14", "--trainer.val_check_interval", "null",
               "--trainer.check_val_every_n_epoch", "1", "--model.warmup_steps", "3", "--data.batch_size", "4"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(["fit", *_tiny(root, straight), *common]) == 0
+    assert main(["fit", *common, *_tiny(root, straight)]) == 0
     stop = '[{"class_path": "test_cli_lightning.StopAfterEpochs", "init_args": {"epochs": 1}}]'
-    assert main(["fit", *_tiny(root, resumed), *common, "--trainer.callbacks", stop]) == 0
+    assert main(["fit", *common, *_tiny(root, resumed), "--trainer.callbacks", stop]) == 0
     assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
-    assert main(["fit", *_tiny(root, resumed), *common, "--ckpt_path", "last"]) == 0
+    assert main(["fit", *common, *_tiny(root, resumed), "--ckpt_path", "last"]) == 0
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 14

@@ -28,7 +28,7 @@ STAGES = ("val", "test")
 class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
 
-    encoder / input_size / head / mean_camera: the network (see HandModel). pretrained: None, "timm" (cached ImageNet
+    encoder / input_size / head / mean_camera / pose_pca: the network (see HandModel). pretrained: None, "timm" (cached ImageNet
     weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in).
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
@@ -42,6 +42,7 @@ class HandMeshModule(pl.LightningModule):
         pretrained: str | None = None,
         drop_path_rate: float = 0.0,
         mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
+        pose_pca: int = 0,
         mano_dir: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 1e-4,
@@ -57,7 +58,8 @@ class HandMeshModule(pl.LightningModule):
         source = resolve_mano_dir(mano_dir)
         rank_zero_info(source.describe())
         self.model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size, head=head,
-                               pretrained=pretrained, drop_path_rate=drop_path_rate, mean_camera=mean_camera)
+                               pretrained=pretrained, drop_path_rate=drop_path_rate, mean_camera=mean_camera,
+                               pose_pca=pose_pca)
         self.loss_weights = loss_weights
         self.metrics = torch.nn.ModuleDict({stage: FreiHANDMetric() for stage in STAGES})  # separate state per stage
 

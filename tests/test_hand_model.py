@@ -62,6 +62,20 @@ def test_untrained_output_is_the_mean_hand(mano):
     assert out.camera[0].tolist() == pytest.approx(list(model.mean_camera), abs=1e-6)
 
 
+def test_pose_in_pca_space(mano):
+    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE, pose_pca=3).eval()
+    assert model.regressor.pose_dim == 6 + 3
+    torch.nn.init.zeros_(model.regressor.decode.weight)
+    torch.nn.init.zeros_(model.regressor.decode.bias)
+    with torch.no_grad():
+        model.regressor.decode.bias[6:9] = torch.tensor([0.1, -0.2, 0.05])  # x 3 iterations
+        out = model(*_inputs(1))
+        expected = mano.pose_from_pca(torch.zeros(1, 3), torch.tensor([[0.3, -0.6, 0.15]]), add_hands_mean=True)
+    torch.testing.assert_close(out.pose_rotmat, expected, atol=1e-5, rtol=0)
+    with pytest.raises(HandmeshError, match="pose_pca is 46"):
+        HandModel(mano, encoder="fastvit_t8", input_size=SIZE, pose_pca=46)
+
+
 def test_reparameterisation_keeps_the_mesh(mano):
     torch.manual_seed(3)
     model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE)
@@ -88,7 +102,8 @@ def test_reparameterisation_keeps_the_mesh(mano):
 
 def test_construction_args_rebuild_the_same_network(mano, model):
     args = model.construction_args()
-    assert args == {"encoder": "fastvit_t8", "input_size": SIZE, "head": "ief", "mean_camera": list(model.mean_camera)}
+    assert args == {"encoder": "fastvit_t8", "input_size": SIZE, "head": "ief", "mean_camera": list(model.mean_camera),
+                    "pose_pca": 0}
     rebuilt = HandModel(mano, **args).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     images, K = _inputs()

@@ -12,7 +12,7 @@ from handmesh.geometry import rotmat_to_rot6d
 from handmesh.models.regressor import HEADS, IEFRegressor, build_regressor, sine_positions
 
 torch.set_num_threads(2)
-MEAN_POSE = rotmat_to_rot6d(torch.eye(3).expand(16, 3, 3))  # (16, 6)
+MEAN_POSE = rotmat_to_rot6d(torch.eye(3).expand(16, 3, 3)).reshape(-1)  # (96,): 16 rotations in 6D
 MEAN_CAMERA = (5.0, 0.01, -0.02)
 
 
@@ -26,7 +26,7 @@ def test_zero_correction_outputs_the_mean_parameters(name):
     head = build_regressor(name, 32, MEAN_POSE, MEAN_CAMERA).eval()
     _zero_decoder(head)
     out = head(torch.randn(3, 32, 2, 2))
-    torch.testing.assert_close(out.pose_6d, MEAN_POSE.expand(3, 16, 6))
+    torch.testing.assert_close(out.pose, MEAN_POSE.expand(3, 96))
     torch.testing.assert_close(out.betas, torch.zeros(3, 10))
     torch.testing.assert_close(out.camera, torch.tensor(MEAN_CAMERA).expand(3, 3))
 
@@ -39,7 +39,13 @@ def test_iterative_error_feedback_applies_the_correction_each_iteration():
         head.decode.bias[0] = 0.2  # first pose number
     out = head(torch.randn(2, 32, 3, 3))
     assert out.camera[:, 0].tolist() == pytest.approx([5.0 * math.exp(0.3)] * 2, rel=1e-5)
-    assert out.pose_6d[:, 0, 0].tolist() == pytest.approx([1.0 + 0.6] * 2, rel=1e-5)
+    assert out.pose[:, 0].tolist() == pytest.approx([1.0 + 0.6] * 2, rel=1e-5)
+
+
+def test_any_pose_size():
+    head = build_regressor("ief", 16, torch.zeros(18), MEAN_CAMERA)  # e.g. 6D global rotation + 12 PCA coefficients
+    assert head.param_dim == 18 + 10 + 3
+    assert head(torch.randn(2, 16, 1, 1)).pose.shape == (2, 18)
 
 
 def test_camera_scale_stays_positive():
@@ -56,7 +62,7 @@ def test_camera_scale_stays_positive():
 def test_transformer_head_takes_any_feature_map_size(size):
     head = build_regressor("transformer", 48, MEAN_POSE, MEAN_CAMERA)
     out = head(torch.randn(2, 48, *size))
-    assert out.pose_6d.shape == (2, 16, 6) and out.betas.shape == (2, 10) and out.camera.shape == (2, 3)
+    assert out.pose.shape == (2, 96) and out.betas.shape == (2, 10) and out.camera.shape == (2, 3)
 
 
 def test_sine_positions():

@@ -14,6 +14,8 @@ from torch import nn
 from handmesh.errors import HandmeshError
 from handmesh.geometry import project_points, rot6d_to_rotmat, rotmat_to_rot6d, weak_perspective_to_translation
 from handmesh.joints import NUM_POSE_PARAMS, ROOT_KEYPOINT
+
+NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
 from handmesh.mano import ManoLayer
 from handmesh.models.encoder import Encoder
 from handmesh.models.regressor import build_regressor
@@ -44,6 +46,9 @@ class HandModel(nn.Module):
 
     `mano` is the MANO layer (its arrays are non-persistent buffers: checkpoints hold the network only). The other
     arguments are plain values, returned by `construction_args()` so a checkpoint can rebuild the same network.
+    pose_pca: 0 regresses each finger joint's rotation in 6D (the FastViT/HMR recipe); K > 0 regresses the first K
+    coefficients of MANO's pose PCA (`hands_components`, around `hands_mean`) instead: a low-dimensional pose space
+    whose leading components (overall curl, spread) are learned first, which is what a short CPU run needs.
     """
 
     def __init__(
@@ -55,23 +60,40 @@ class HandModel(nn.Module):
         pretrained: str | None = None,
         drop_path_rate: float = 0.0,
         mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
+        pose_pca: int = 0,
     ):
         super().__init__()
         if input_size % 32 or input_size < 32:
             raise HandmeshError(f"input_size is {input_size}, expected a multiple of 32 (FastViT downsamples by 32), e.g. 128 or 224")
         self.input_size = input_size
+        if not 0 <= pose_pca <= NUM_FINGER_PARAMS:
+            raise HandmeshError(f"pose_pca is {pose_pca}, expected 0 (each finger joint's rotation in 6D) or a number "
+                                f"of MANO pose PCA components from 1 to {NUM_FINGER_PARAMS}")
         self.head_name = head
         self.mean_camera = tuple(float(v) for v in mean_camera)
+        self.pose_pca = pose_pca
         self.mano = mano
         self.encoder = Encoder(encoder, pretrained=pretrained, drop_path_rate=drop_path_rate)
         with torch.no_grad():
             mean_pose = mano.pose_from_axis_angle(torch.zeros(1, NUM_POSE_PARAMS), add_hands_mean=True)[0]  # (16, 3, 3)
-        self.regressor = build_regressor(head, self.encoder.num_features, rotmat_to_rot6d(mean_pose), self.mean_camera)
+        # pose layout: global rotation in 6D, then the fingers: 15 rotations in 6D, or `pose_pca` PCA coefficients
+        fingers = torch.zeros(pose_pca) if pose_pca else rotmat_to_rot6d(mean_pose[1:]).reshape(-1)  # 0 = hands_mean
+        start = torch.cat([rotmat_to_rot6d(mean_pose[0]), fingers])
+        self.regressor = build_regressor(head, self.encoder.num_features, start, self.mean_camera)
 
     def construction_args(self) -> dict:
         """Plain values that rebuild this network's structure (weights come from the state dict)."""
         return {"encoder": self.encoder.name, "input_size": self.input_size, "head": self.head_name,
-                "mean_camera": list(self.mean_camera)}
+                "mean_camera": list(self.mean_camera), "pose_pca": self.pose_pca}
+
+    def pose_rotations(self, pose: torch.Tensor) -> torch.Tensor:
+        """Regressed pose (B, P) -> (B, 16, 3, 3) full MANO rotations (see the layout in __init__)."""
+        global_rotation = rot6d_to_rotmat(pose[:, :6])[:, None]  # (B, 1, 3, 3)
+        if self.pose_pca:
+            fingers = self.mano.pose_from_pca(pose.new_zeros(pose.shape[0], 3), pose[:, 6:], add_hands_mean=True)[:, 1:]
+        else:
+            fingers = rot6d_to_rotmat(pose[:, 6:].reshape(pose.shape[0], -1, 6))  # (B, 15, 3, 3)
+        return torch.cat([global_rotation, fingers], dim=1)
 
     def forward(self, images: torch.Tensor, K: torch.Tensor) -> HandOutput:
         crop_size = images.shape[-1]
@@ -80,7 +102,7 @@ class HandModel(nn.Module):
         params = self.regressor(self.encoder(images))
         # MANO and the camera in float32 even under mixed precision: bf16 would round vertices by millimetres
         with torch.autocast(device_type=images.device.type, enabled=False):
-            pose = rot6d_to_rotmat(params.pose_6d.float())  # (B, 16, 3, 3)
+            pose = self.pose_rotations(params.pose.float())  # (B, 16, 3, 3)
             betas, camera, K = params.betas.float(), params.camera.float(), K.float()
             mano = self.mano(pose, betas)
             root = mano.keypoints[:, ROOT_KEYPOINT:ROOT_KEYPOINT + 1]  # (B, 1, 3) model frame

@@ -1,4 +1,4 @@
-"""Features -> MANO pose (16 rotations, 6D), shape (10) and a weak-perspective camera, refining mean parameters.
+"""Features -> MANO pose, shape (10) and a weak-perspective camera, refining mean parameters.
 
 Why iterative error feedback (HMR, Kanazawa et al. 2018) on pooled features is the default head:
 - It is what the FastViT paper's hand-mesh result used: a simple regressor of weak-perspective camera plus MANO pose and
@@ -23,64 +23,66 @@ import torch
 from torch import nn
 
 from handmesh.errors import HandmeshError
-from handmesh.joints import NUM_BETAS, NUM_MANO_JOINTS
+from handmesh.joints import NUM_BETAS
 
 HEADS = ("ief", "transformer")
-POSE_DIM = NUM_MANO_JOINTS * 6  # 96: 16 rotations in 6D
-PARAM_DIM = POSE_DIM + NUM_BETAS + 3  # 109: pose, shape, camera (log s, tx, ty)
+CAMERA_DIM = 3  # weak perspective, regressed as (log s, tx, ty)
 
 
 @dataclass
 class RegressorOutput:
-    pose_6d: torch.Tensor  # (B, 16, 6) first two columns of each rotation, MANO joint order
+    pose: torch.Tensor  # (B, P) pose parameters, laid out as HandModel defines them (global rotation in 6D first)
     betas: torch.Tensor  # (B, 10)
     camera: torch.Tensor  # (B, 3) weak perspective (s, tx, ty): s > 0 (normalised crop units per metre), t metres
 
 
 class ParameterHead(nn.Module):
-    """Holds the mean parameters as buffers and turns a (B, 109) parameter vector into a `RegressorOutput`.
+    """Holds the mean parameters as a buffer and turns a (B, P + 13) parameter vector into a `RegressorOutput`.
 
-    The camera scale is regressed as log s, so it stays positive and corrections act multiplicatively.
+    mean_pose (P,) is the starting pose in whatever layout the caller uses. The camera scale is regressed as log s,
+    so it stays positive and corrections act multiplicatively.
     """
 
-    def __init__(self, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float]):
+    def __init__(self, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float]):
         super().__init__()
         if mean_camera[0] <= 0:
             raise ValueError(f"mean camera scale must be positive, got {mean_camera[0]}")
+        self.pose_dim = mean_pose.numel()
+        self.param_dim = self.pose_dim + NUM_BETAS + CAMERA_DIM
         mean = torch.cat([
-            mean_pose_6d.reshape(POSE_DIM).float(),
+            mean_pose.reshape(-1).float(),
             torch.zeros(NUM_BETAS),
             torch.tensor([math.log(mean_camera[0]), mean_camera[1], mean_camera[2]]),
         ])
-        self.register_buffer("mean_params", mean)  # (109,) persistent: the corrections were learned against it
+        self.register_buffer("mean_params", mean)  # (P + 13,) persistent: the corrections were learned against it
 
     def unpack(self, params: torch.Tensor) -> RegressorOutput:
-        """params (B, 109) -> pose (B, 16, 6), betas (B, 10), camera (B, 3) with s = exp(log s)."""
-        pose = params[:, :POSE_DIM].reshape(-1, NUM_MANO_JOINTS, 6)
-        betas = params[:, POSE_DIM:POSE_DIM + NUM_BETAS]
+        """params (B, P + 13) -> pose (B, P), betas (B, 10), camera (B, 3) with s = exp(log s)."""
+        pose = params[:, :self.pose_dim]
+        betas = params[:, self.pose_dim:self.pose_dim + NUM_BETAS]
         log_scale, shift = params[:, -3:-2], params[:, -2:]
-        return RegressorOutput(pose_6d=pose, betas=betas, camera=torch.cat([log_scale.exp(), shift], dim=-1))
+        return RegressorOutput(pose=pose, betas=betas, camera=torch.cat([log_scale.exp(), shift], dim=-1))
 
 
 class IEFRegressor(ParameterHead):
     """HMR-style iterative error feedback: params += MLP([pooled features, params]), `iterations` times."""
 
-    def __init__(self, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float],
+    def __init__(self, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float],
                  hidden: int = 1024, iterations: int = 3, dropout: float = 0.1):
-        super().__init__(mean_pose_6d, mean_camera)
+        super().__init__(mean_pose, mean_camera)
         self.iterations = iterations
         self.mlp = nn.Sequential(
-            nn.Linear(num_features + PARAM_DIM, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(num_features + self.param_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
         )
-        self.decode = nn.Linear(hidden, PARAM_DIM)
+        self.decode = nn.Linear(hidden, self.param_dim)
         nn.init.xavier_uniform_(self.decode.weight, gain=0.01)  # start at the mean (HMR / SPIN practice)
         nn.init.zeros_(self.decode.bias)
 
     def forward(self, features: torch.Tensor) -> RegressorOutput:
         """features (B, C, h, w) -> parameters refined from the mean."""
         pooled = features.mean(dim=(2, 3))  # (B, C)
-        params = self.mean_params.expand(pooled.shape[0], -1)  # (B, 109)
+        params = self.mean_params.expand(pooled.shape[0], -1)  # (B, P + 13)
         for _ in range(self.iterations):
             params = params + self.decode(self.mlp(torch.cat([pooled, params], dim=-1)))
         return self.unpack(params)
@@ -90,14 +92,14 @@ class TransformerRegressor(ParameterHead):
     """One query token (embedding of the mean parameters) cross-attends to the (h*w) feature tokens; a linear layer
     reads the correction to the mean parameters. Sine positional encodings fit any feature-map size."""
 
-    def __init__(self, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float],
+    def __init__(self, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float],
                  dim: int = 256, layers: int = 2, heads: int = 8, dropout: float = 0.1):
-        super().__init__(mean_pose_6d, mean_camera)
+        super().__init__(mean_pose, mean_camera)
         self.project = nn.Linear(num_features, dim)
-        self.query = nn.Linear(PARAM_DIM, dim)
+        self.query = nn.Linear(self.param_dim, dim)
         layer = nn.TransformerDecoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
-        self.decode = nn.Linear(dim, PARAM_DIM)
+        self.decode = nn.Linear(dim, self.param_dim)
         nn.init.xavier_uniform_(self.decode.weight, gain=0.01)
         nn.init.zeros_(self.decode.bias)
 
@@ -105,7 +107,7 @@ class TransformerRegressor(ParameterHead):
         batch, channels, height, width = features.shape
         tokens = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, dim)
         tokens = tokens + sine_positions(height, width, tokens.shape[-1]).to(tokens)
-        mean = self.mean_params.expand(batch, -1)  # (B, 109)
+        mean = self.mean_params.expand(batch, -1)  # (B, P + 13)
         query = self.query(mean).unsqueeze(1)  # (B, 1, dim)
         out = self.decoder(query, tokens).squeeze(1)  # (B, dim)
         return self.unpack(mean + self.decode(out))
@@ -123,10 +125,10 @@ def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)  # (h*w, dim)
 
 
-def build_regressor(head: str, num_features: int, mean_pose_6d: torch.Tensor, mean_camera: tuple[float, float, float]) -> ParameterHead:
-    """The head named `head` ("ief" or "transformer") with its default sizes."""
+def build_regressor(head: str, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float]) -> ParameterHead:
+    """The head named `head` ("ief" or "transformer") with its default sizes, refining mean_pose (P,)."""
     if head == "ief":
-        return IEFRegressor(num_features, mean_pose_6d, mean_camera)
+        return IEFRegressor(num_features, mean_pose, mean_camera)
     if head == "transformer":
-        return TransformerRegressor(num_features, mean_pose_6d, mean_camera)
+        return TransformerRegressor(num_features, mean_pose, mean_camera)
     raise HandmeshError(f"unknown head {head!r}; expected one of {HEADS}")

@@ -112,8 +112,8 @@ class ValidationMeshImages(Callback):
         self._renderer: MeshRenderer | None = None
         self._use_opencv = False
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or self.num_images <= 0:
             return
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
@@ -130,7 +130,8 @@ class ValidationMeshImages(Callback):
 
     def _draw(self, image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        if not self._use_opencv and (self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height)):
+        stale = self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height)
+        if not self._use_opencv and stale:
             self.teardown_renderer()
             try:
                 self._renderer = MeshRenderer(width, height)

@@ -25,7 +25,8 @@ _WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best
 
 
 def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path` (never half-written)."""
+    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash never
+    leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

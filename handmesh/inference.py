@@ -68,8 +68,8 @@ class Predictor:
         note = ""
         if "is_standin" in trained_on and bool(trained_on["is_standin"]) != source.is_standin:
             kind = lambda standin: "the stand-in" if standin else "MANO"  # noqa: E731
-            note = (f"; WARNING: trained with {kind(trained_on['is_standin'])} but running with {kind(source.is_standin)}"
-                    ": meshes will be wrong")
+            note = (f"; WARNING: trained with {kind(trained_on['is_standin'])} but running with "
+                    f"{kind(source.is_standin)}: meshes will be wrong")
         description = (f"{args['encoder']} {args['input_size']}px {args['head']} head, trained "
                        f"(step {checkpoint.get('global_step', '?')}) from {Path(path)}; {source.describe()}{note}")
         return cls(model, description, is_trained=True, device=device)

@@ -28,8 +28,9 @@ STAGES = ("val", "test")
 class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
 
-    encoder / input_size / head / mean_camera / pose_pca: the network (see HandModel). pretrained: None, "timm" (cached ImageNet
-    weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in).
+    encoder / input_size / head / mean_camera / pose_pca: the network (see HandModel). pretrained: None, "timm"
+    (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR, data/mano, else
+    the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
     """
@@ -86,7 +87,8 @@ class HandMeshModule(pl.LightningModule):
     def _evaluation_step(self, stage: str, batch: dict) -> dict:
         output = self.model(batch["image"], batch["K"])
         self.metrics[stage].update(output.keypoints_3d, output.vertices, batch["keypoints_3d"], batch["vertices"])
-        self.log(f"{stage}/loss", self._losses(output, batch)["total"], sync_dist=True, batch_size=batch["image"].shape[0])
+        self.log(f"{stage}/loss", self._losses(output, batch)["total"], sync_dist=True,
+                 batch_size=batch["image"].shape[0])
         return {"vertices": output.vertices.detach()}  # (B, 778, 3) camera frame, for ValidationMeshImages
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -98,7 +100,8 @@ class HandMeshModule(pl.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         values = self.metrics[stage].compute().as_dict()  # synced across processes by torchmetrics
         shown = "pa_mpjpe_mm"
-        self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items() if name != shown and value is not None})
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items()
+                       if name != shown and value is not None})
         self.log(f"{stage}/{shown}", float(values[shown]), prog_bar=True)
 
     # Reset when a stage starts, in that stage's grad mode: states made under `trainer.validate`'s inference mode
@@ -131,7 +134,8 @@ class HandMeshModule(pl.LightningModule):
         if not math.isfinite(total):
             raise HandmeshError("training length is unbounded: the cosine schedule needs trainer.max_steps or "
                                 "trainer.max_epochs (max_time alone only stops it). Set one of them.")
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio))
+        factor = warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -146,7 +150,8 @@ class HandMeshModule(pl.LightningModule):
         current = self.model.construction_args()
         different = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
         if different:
-            details = ", ".join(f"{key}: checkpoint {old!r}, configured {new!r}" for key, (old, new) in different.items())
+            details = ", ".join(f"{key}: checkpoint {old!r}, configured {new!r}"
+                                for key, (old, new) in different.items())
             raise CheckpointError(f"the checkpoint was trained with another network ({details}); pass the training "
                                   "config (--config) or the matching --model.* options.")
 

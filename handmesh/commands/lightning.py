@@ -74,7 +74,7 @@ def run_lightning(name: str, argv: list[str]) -> int:
                 FreiHANDDataModule,
                 args=[name, *expand_aliases(argv)],
                 save_config_kwargs={"overwrite": True},
-                parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model (LightningCLI)."},
+                parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model."},
                 auto_configure_optimizers=False,
             )
         except SystemExit as stop:  # argument errors (status 2) and --help / --print_config (status 0)

@@ -1,6 +1,7 @@
 """`handmesh predict`: the evaluation split's predictions as an official FreiHAND `pred.json` (camera frame, metres).
 
-    handmesh predict --checkpoint runs/quickstart/checkpoints/best.ckpt --data.root data/synthetic_freihand --out pred.json
+    handmesh predict --checkpoint runs/quickstart/checkpoints/best.ckpt --data.root data/synthetic_freihand \
+        --out pred.json
 
 Each evaluation image is read whole and resized to the network's input size (as in training); the root position comes
 from the predicted weak-perspective camera and the crop's K. Score the file with `handmesh evaluate`.
@@ -23,15 +24,18 @@ from handmesh.predjson import write_pred_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
-    parser.add_argument("--data.root", dest="root", required=True, type=Path, help="FreiHAND_pub_v2 folder (or synthetic)")
+    parser.add_argument("--data.root", dest="root", required=True, type=Path,
+                        help="FreiHAND_pub_v2 folder (or a synthetic one)")
     parser.add_argument("--out", required=True, type=Path, help="where to write pred.json")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
-    parser.add_argument("--mano-dir", default=None, help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
+    parser.add_argument("--mano-dir", default=None,
+                        help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
-def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int, num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int,
+                  num_workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     keypoints, vertices = [], []

@@ -26,14 +26,18 @@ class Encoder(nn.Module):
     `.pth` / `.pt` state dict of the same timm model (classifier keys are ignored; every backbone key must match).
     """
 
-    def __init__(self, name: str = "fastvit_ma36", pretrained: str | None = PRETRAINED_NONE, drop_path_rate: float = 0.0):
+    def __init__(self, name: str = "fastvit_ma36", pretrained: str | None = PRETRAINED_NONE,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         if not name.startswith("fastvit"):
-            raise HandmeshError(f"encoder {name!r} is not a timm FastViT; expected a name like 'fastvit_t8' or 'fastvit_ma36'")
+            raise HandmeshError(f"encoder {name!r} is not a timm FastViT; expected a name like 'fastvit_t8' or "
+                                "'fastvit_ma36'")
         try:
-            self.backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", drop_path_rate=drop_path_rate)
+            self.backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="",
+                                              drop_path_rate=drop_path_rate)
         except RuntimeError as error:  # timm: "Unknown model (...)"
-            raise HandmeshError(f"timm has no model {name!r} ({error}); expected e.g. 'fastvit_t8' or 'fastvit_ma36'") from None
+            raise HandmeshError(f"timm has no model {name!r} ({error}); expected e.g. 'fastvit_t8' or "
+                                "'fastvit_ma36'") from None
         self.name = name
         self.num_features: int = self.backbone.num_features
         data_config = timm.data.resolve_model_data_config(self.backbone)

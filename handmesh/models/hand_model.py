@@ -64,7 +64,8 @@ class HandModel(nn.Module):
     ):
         super().__init__()
         if input_size % 32 or input_size < 32:
-            raise HandmeshError(f"input_size is {input_size}, expected a multiple of 32 (FastViT downsamples by 32), e.g. 128 or 224")
+            raise HandmeshError(f"input_size is {input_size}, expected a multiple of 32 (FastViT downsamples by 32), "
+                                "e.g. 128 or 224")
         self.input_size = input_size
         if not 0 <= pose_pca <= NUM_FINGER_PARAMS:
             raise HandmeshError(f"pose_pca is {pose_pca}, expected 0 (each finger joint's rotation in 6D) or a number "

@@ -97,7 +97,8 @@ class TransformerRegressor(ParameterHead):
         super().__init__(mean_pose, mean_camera)
         self.project = nn.Linear(num_features, dim)
         self.query = nn.Linear(self.param_dim, dim)
-        layer = nn.TransformerDecoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True,
+                                           norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
         self.decode = nn.Linear(dim, self.param_dim)
         nn.init.xavier_uniform_(self.decode.weight, gain=0.01)
@@ -117,7 +118,8 @@ def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
     """(h*w, dim) fixed 2D sine/cosine encodings: dim/2 channels for y, dim/2 for x (DETR-style)."""
     quarter = dim // 4
     frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (dim/4,)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
     parts = []
     for coordinate in (ys.reshape(-1, 1), xs.reshape(-1, 1)):
         angles = coordinate * frequencies  # (h*w, dim/4)
@@ -125,7 +127,8 @@ def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)  # (h*w, dim)
 
 
-def build_regressor(head: str, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float]) -> ParameterHead:
+def build_regressor(head: str, num_features: int, mean_pose: torch.Tensor,
+                    mean_camera: tuple[float, float, float]) -> ParameterHead:
     """The head named `head` ("ief" or "transformer") with its default sizes, refining mean_pose (P,)."""
     if head == "ief":
         return IEFRegressor(num_features, mean_pose, mean_camera)

@@ -37,6 +37,14 @@ def test_time_interleaved_runs_round_robin():
 
 def test_timing_as_dict():
     assert Timing(2.0, 1.0, 3.0, 20, 3).as_dict("x") == {"x_ms": 2.0, "x_p10_ms": 1.0, "x_p90_ms": 3.0, "x_runs": 20}
+    assert Timing(2.0, 1.0, 3.0, 20, 3, 4.0).as_dict("x")["x_cpu_ms"] == 4.0
+
+
+def test_cpu_time_counts_work_not_waiting():
+    timing = time_call(lambda: time.sleep(0.02), runs=3, warmup=0)
+    assert timing.median_ms >= 20.0 and timing.cpu_median_ms < 10.0  # sleeping costs no CPU
+    busy = time_call(lambda: sum(range(300_000)), runs=3, warmup=0)
+    assert busy.cpu_median_ms > 0.3 * busy.median_ms
 
 
 def test_peak_memory_sees_a_known_allocation():

@@ -42,21 +42,33 @@ class Timing:
     p90_ms: float
     runs: int
     warmup: int
+    cpu_median_ms: float | None = None  # process CPU time (all threads) per call: less sensitive to other processes
 
     def as_dict(self, prefix: str) -> dict[str, float | int]:
-        """Flat JSON-able entries `<prefix>_ms`, `<prefix>_p10_ms`, `<prefix>_p90_ms`, `<prefix>_runs`."""
-        return {
+        """Flat JSON-able entries `<prefix>_ms`, `_p10_ms`, `_p90_ms`, `_runs` and, when measured, `_cpu_ms`."""
+        entries = {
             f"{prefix}_ms": round(self.median_ms, 3),
             f"{prefix}_p10_ms": round(self.p10_ms, 3),
             f"{prefix}_p90_ms": round(self.p90_ms, 3),
             f"{prefix}_runs": self.runs,
         }
+        if self.cpu_median_ms is not None:
+            entries[f"{prefix}_cpu_ms"] = round(self.cpu_median_ms, 3)
+        return entries
 
 
-def _summarise(seconds: list[float], warmup: int) -> Timing:
+def _summarise(seconds: list[float], warmup: int, cpu_seconds: list[float] | None = None) -> Timing:
     ms = sorted(s * 1e3 for s in seconds)
     decile = lambda q: ms[min(len(ms) - 1, int(q * (len(ms) - 1) + 0.5))]  # noqa: E731
-    return Timing(statistics.median(ms), decile(0.1), decile(0.9), len(ms), warmup)
+    cpu = statistics.median(cpu_seconds) * 1e3 if cpu_seconds else None
+    return Timing(statistics.median(ms), decile(0.1), decile(0.9), len(ms), warmup, cpu)
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    cpu, start = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _check_runs(runs: int, warmup: int) -> None:
@@ -69,12 +81,8 @@ def time_call(fn: Callable[[], object], runs: int = DEFAULT_RUNS, warmup: int = 
     _check_runs(runs, warmup)
     for _ in range(warmup):
         fn()
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return _summarise(seconds, warmup)
+    wall, cpu = zip(*(_timed(fn) for _ in range(runs)))
+    return _summarise(list(wall), warmup, list(cpu))
 
 
 def time_interleaved(
@@ -89,15 +97,16 @@ def time_interleaved(
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
+            seconds, cpu_seconds = _timed(fn)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
         if progress is not None:
             progress()
-    return {name: _summarise(values, warmup) for name, values in seconds.items()}
+    return {name: _summarise(wall[name], warmup, cpu[name]) for name in fns}
 
 
 @contextlib.contextmanager

@@ -233,11 +233,13 @@ def summarise(result: dict, engines: list[str]) -> dict:
 def format_table(result: dict) -> str:
     """The readable report: one row per engine (batch 1 latency, batch-N throughput, parity, memory), then totals."""
     batch = result["throughput_batch"]
+    loads = [load for load in (result.get("load_average_start"), result.get("load_average_end")) if load is not None]
+    busy = "; more runnable processes than cores: timings inflated, compare ratios" if loads and max(loads) > result[
+        "cpu_count"] else ""
     lines = [f"{result['encoder']} at {result['input_size']}x{result['input_size']}, whole model (encoder + regressor + "
              f"MANO), {result['threads']} threads, {result['cpu']} ({result['cpu_count']} cores), torch {result['torch']}, "
              f"onnxruntime {result['onnxruntime']}; median of {result['runs']} interleaved runs; 1-minute load average "
-             f"{result['load_average_start']} -> {result['load_average_end']} (above {result['cpu_count']}: a shared, "
-             "busy machine; compare ratios)",
+             f"{result.get('load_average_start')} -> {result.get('load_average_end')}{busy}",
              f"{'engine':<54} {'batch 1 ms':>10} {'speedup':>8} {'CPU ms':>8} {f'img/s @{batch}':>11} "
              f"{'max |dv| m':>11} {'run MiB':>8}"]
     train = result["train_time_ms"]

@@ -25,7 +25,6 @@ from tqdm import tqdm
 from handmesh.bench.engines import ENGINE_LABELS, build_engines
 from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_interleaved
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
-from handmesh.geometry import rot6d_to_rotmat
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel
@@ -94,7 +93,7 @@ def stage_times(model: HandModel, images: torch.Tensor, K: torch.Tensor, runs: i
     with torch.inference_mode():
         features = model.encoder(images)
         params = model.regressor(features)
-        pose, betas = rot6d_to_rotmat(params.pose_6d), params.betas
+        pose, betas = model.pose_rotations(params.pose), params.betas
         timings = time_interleaved({
             "encoder": lambda: model.encoder(images),
             "regressor": lambda: model.regressor(features),

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import torch
 
-from handmesh.data.synth import MARKER, PARTIAL_TAG, synthesize
+from handmesh.data.synth import MARKER, PARTIAL_TAG, ViewRange, canonical_rotation, sample_global_rotation, synthesize
 from handmesh.errors import DataError
 from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.mano import ManoLayer
@@ -106,6 +106,30 @@ def test_deterministic_and_independent_of_counts(tiny_root, tmp_path):
     assert np.abs(same - cv2.imread(str(tiny_root / "training" / "rgb" / "00000001.jpg")).astype(int)).max() <= 1
     other = synthesize(None, tmp_path / "other", 2, 1, seed=1, progress=False, log=None).root
     assert not np.allclose(_json(other, "training_mano.json"), _json(small, "training_mano.json"))
+
+
+def test_worker_processes_write_the_same_files(tiny_root, tmp_path):
+    parallel = synthesize(None, tmp_path / "parallel", N_TRAIN, N_EVAL, seed=0, workers=2, progress=False, log=None).root
+    files = sorted(path.relative_to(tiny_root) for path in tiny_root.rglob("*") if path.is_file() and ".npy" not in path.name)
+    assert files == sorted(path.relative_to(parallel) for path in parallel.rglob("*") if path.is_file())
+    for name in files:
+        if name.name != MARKER and name.name != "README.txt":  # these hold the generation time
+            assert (parallel / name).read_bytes() == (tiny_root / name).read_bytes(), name
+
+
+def test_view_range_bounds_roll_and_sides():
+    layer = ManoLayer.from_dir(resolve_mano_dir().directory)
+    canonical = canonical_rotation(layer)
+    rng = np.random.default_rng(0)
+    for views in (ViewRange(back_fraction=0.0, max_roll_deg=30.0), ViewRange(back_fraction=1.0, max_roll_deg=10.0)):
+        for _ in range(200):
+            relative = sample_global_rotation(rng, canonical, views) @ canonical.T  # rotation from the upright palm view
+            palm_normal, fingers = relative @ [0.0, 0.0, -1.0], relative @ [0.0, -1.0, 0.0]
+            assert (palm_normal[2] < 0) == (views.back_fraction == 0.0)  # toward the camera: palm side shown
+            roll = np.degrees(np.arctan2(fingers[0], -fingers[1]))  # image-plane angle of the fingers from "up"
+            assert abs(roll) <= views.max_roll_deg + 1e-9
+    with pytest.raises(DataError, match="fraction in"):
+        ViewRange(back_fraction=1.5)
 
 
 def test_complete_folder_is_reused_and_interrupted_run_is_redone(tiny_root, tmp_path):

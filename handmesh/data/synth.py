@@ -13,6 +13,7 @@ only when complete; an interrupted run leaves only `.partial`, which the next ru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -27,9 +28,9 @@ import orjson
 import torch
 from tqdm import tqdm
 
-from handmesh.data.synth_render import HandScene, SkinModel, dress, four_versions, sample_look
+from handmesh.data.synth_jobs import IMAGE_SIZE, NUM_VERSIONS, default_workers, render_jobs, sample_rng, split_jobs
 from handmesh.errors import DataError
-from handmesh.joints import FINGERTIP_VERTEX_IDS, MIDDLE_MCP_KEYPOINT, NUM_BETAS
+from handmesh.joints import MIDDLE_MCP_KEYPOINT, NUM_BETAS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import FILE_NAMES, load_mano_file, resolve_mano_dir
 from handmesh.poses import rest_frame
@@ -37,8 +38,6 @@ from handmesh.poses import rest_frame
 SYNTH_FORMAT_VERSION = 2  # bump when the generated data changes, so existing folders are regenerated
 MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
 PARTIAL_TAG = ".handmesh_synth_partial"  # marks a folder as ours while it is being written
-IMAGE_SIZE = 224
-NUM_VERSIONS = 4
 N_COMPONENTS = 12  # PCA components of finger pose that vary
 DEFAULT_COMPONENT_STD = 1.0  # coefficient spread when the model file has no `hands_coeffs`
 FOCAL_RANGE = (500.0, 700.0)  # pixels at 224x224
@@ -71,14 +70,30 @@ def _axis_rotation(axis: int, angle: float) -> np.ndarray:
     return rotation
 
 
-def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class ViewRange:
+    """How the synthetic hands face the camera. The defaults cover FreiHAND's views; narrower ranges make an easier
+    set (the quick start uses one: a from-scratch network learns finger articulation sooner when the hand is seen
+    upright and from the palm side more often)."""
+
+    back_fraction: float = 0.5  # share of samples showing the back of the hand
+    max_roll_deg: float = 180.0  # in-plane roll drawn uniformly from [-max, max] degrees (180: any angle)
+
+    def __post_init__(self):
+        if not (0.0 <= self.back_fraction <= 1.0 and 0.0 <= self.max_roll_deg <= 180.0):
+            raise DataError(f"view range back_fraction={self.back_fraction}, max_roll_deg={self.max_roll_deg}: expected "
+                            "a fraction in [0, 1] and an angle in [0, 180] degrees.")
+
+
+def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray, views: ViewRange = ViewRange()) -> np.ndarray:
     """(3, 3) model -> camera rotation. `canonical` turns the model's palm toward the camera with fingers up; then the
-    back is shown half the time, the hand tilts (pitch ~ N(0, 25 deg), yaw ~ N(0, 35 deg), clipped) and rolls by any
-    angle in the image plane. (Larger pitches point the forearm at the camera, hiding the hand behind it.)"""
-    flip = _axis_rotation(1, np.pi) if rng.random() < 0.5 else np.eye(3)
+    back is shown for `views.back_fraction` of the samples, the hand tilts (pitch ~ N(0, 25 deg), yaw ~ N(0, 35 deg),
+    clipped) and rolls in the image plane within `views.max_roll_deg`. (Larger pitches point the forearm at the
+    camera, hiding the hand behind it.)"""
+    flip = _axis_rotation(1, np.pi) if rng.random() < views.back_fraction else np.eye(3)
     pitch = _axis_rotation(0, np.deg2rad(np.clip(rng.normal(0, 25), -60, 60)))
     yaw = _axis_rotation(1, np.deg2rad(np.clip(rng.normal(0, 35), -80, 80)))
-    roll = _axis_rotation(2, rng.uniform(-np.pi, np.pi))
+    roll = _axis_rotation(2, np.deg2rad(rng.uniform(-views.max_roll_deg, views.max_roll_deg)))
     return roll @ pitch @ yaw @ flip @ canonical
 
 
@@ -119,11 +134,12 @@ def place_hand(relative: np.ndarray, K: np.ndarray, fill: float, centre: np.ndar
     return position
 
 
-def _sample_pose(rng: np.random.Generator, layer: ManoLayer, canonical: np.ndarray, spread: np.ndarray) -> tuple:
+def _sample_pose(rng: np.random.Generator, layer: ManoLayer, canonical: np.ndarray, spread: np.ndarray,
+                 views: ViewRange) -> tuple:
     """One sample's (pose48 relative to hands_mean, betas (10,), K (3, 3), fill, centre (2,))."""
     coefficients = np.clip(rng.normal(0, spread), -2 * spread, 2 * spread)  # (n_components,)
     fingers = coefficients @ layer.hands_components[: len(spread)].double().numpy()  # (45,)
-    rotation = sample_global_rotation(rng, canonical)
+    rotation = sample_global_rotation(rng, canonical, views)
     global_orient = cv2.Rodrigues(rotation)[0].reshape(3)
     betas = np.clip(rng.normal(0, 1, NUM_BETAS), -2.5, 2.5)
     focal = rng.uniform(*FOCAL_RANGE)
@@ -133,9 +149,10 @@ def _sample_pose(rng: np.random.Generator, layer: ManoLayer, canonical: np.ndarr
     return np.concatenate([global_orient, fingers]), betas, K, fill, centre
 
 
-def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread: np.ndarray) -> dict[str, np.ndarray]:
+def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread: np.ndarray,
+                    views: ViewRange) -> dict[str, np.ndarray]:
     """Samples parameters and returns the batch's FreiHAND annotations: K, mano (B, 61), xyz, verts, scale."""
-    samples = [_sample_pose(rng, layer, canonical, spread) for rng in rngs]
+    samples = [_sample_pose(rng, layer, canonical, spread, views) for rng in rngs]
     pose = np.stack([s[0] for s in samples])
     betas = np.stack([s[1] for s in samples])
     K = np.stack([s[2] for s in samples])
@@ -155,69 +172,31 @@ def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread:
     return {"K": K, "mano": mano[:, None, :], "xyz": xyz, "verts": verts, "scale": scale}
 
 
-def _rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
-    """Each sample's own random stream: the data do not depend on the counts or on the generation order."""
-    return np.random.default_rng([seed, ("training", "evaluation").index(split), index, stream])
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_bytes(data)
     os.replace(temp, path)
 
 
-def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
-    """(H, W, 3) RGB or (H, W) grey uint8 -> JPEG."""
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if not cv2.imwrite(str(path), pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
-        raise DataError(f"could not write {path}: expected a writable folder with free space.")
-
-
 @dataclass(frozen=True)
 class _HandModel:
-    """What rendering needs from the hand model, computed once."""
+    """What sampling the annotations needs from the hand model, computed once."""
 
     layer: ManoLayer
     canonical: np.ndarray  # (3, 3) palm-to-camera rotation
     spread: np.ndarray  # (N_COMPONENTS,) PCA coefficient std
-    skin: SkinModel
 
     @classmethod
     def load(cls, directory: Path) -> "_HandModel":
         layer = ManoLayer.from_dir(directory, "right")
-        skin = SkinModel.build(layer.v_template.double().numpy(), layer.faces.numpy(), rest_frame(layer)[2],
-                               FINGERTIP_VERTEX_IDS)
-        return cls(layer, canonical_rotation(layer), component_spread(directory / FILE_NAMES["right"], N_COMPONENTS), skin)
+        return cls(layer, canonical_rotation(layer), component_spread(directory / FILE_NAMES["right"], N_COMPONENTS))
 
 
-def _render_split(folder: Path, split: str, count: int, seed: int, model: _HandModel, scene: HandScene,
-                  bar: tqdm) -> None:
-    """Renders `count` samples of one split into `folder` (images, masks, annotation JSONs)."""
-    rgb_dir, mask_dir = folder / split / "rgb", folder / split / "mask"
-    rgb_dir.mkdir(parents=True)
-    if split == "training":
-        mask_dir.mkdir(parents=True)
-    annotations: dict[str, list[np.ndarray]] = {key: [] for key in ("K", "mano", "xyz", "verts", "scale")}
-    for start in range(0, count, _BATCH):
-        indices = range(start, min(count, start + _BATCH))
-        batch = _annotate_batch(model.layer, [_rng(seed, split, i, 0) for i in indices], model.canonical, model.spread)
-        for key, values in batch.items():
-            annotations[key].append(values)
-        for b, index in enumerate(indices):
-            rng = _rng(seed, split, index, 1)
-            look = sample_look(rng)
-            rendered = scene.render(*dress(model.skin, batch["verts"][b], batch["xyz"][b], look), batch["K"][b], look)
-            versions = four_versions(rendered, rng)
-            quality = int(rng.integers(85, 96))
-            if split == "training":
-                for version, image in enumerate(versions):  # FreiHAND: image v * N + i shows sample i in version v
-                    _write_jpeg(rgb_dir / f"{version * count + index:08d}.jpg", image, quality)
-                _write_jpeg(mask_dir / f"{index:08d}.jpg", ((rendered.alpha >= 0.5) * 255).astype(np.uint8), 95)
-            else:
-                _write_jpeg(rgb_dir / f"{index:08d}.jpg", versions[int(rng.integers(NUM_VERSIONS))], quality)
-            bar.update(1)
-    for key, parts in annotations.items():
-        _write_bytes(folder / f"{split}_{key}.json", orjson.dumps(np.concatenate(parts), option=orjson.OPT_SERIALIZE_NUMPY))
+def _annotate_split(model: _HandModel, split: str, count: int, seed: int, views: ViewRange) -> dict[str, np.ndarray]:
+    """The whole split's FreiHAND annotations (K, mano, xyz, verts, scale), decoded through MANO in batches."""
+    parts = [_annotate_batch(model.layer, [sample_rng(seed, split, i, 0) for i in range(start, min(count, start + _BATCH))],
+                             model.canonical, model.spread, views) for start in range(0, count, _BATCH)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -245,12 +224,16 @@ def synthesize(
     n_train: int,
     n_eval: int,
     seed: int = 0,
+    views: ViewRange = ViewRange(),
+    workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> SynthResult:
     """Writes (or reuses, when already complete with the same settings) a synthetic FreiHAND-format folder at `out`.
 
     mano_dir: a MANO folder, or None to resolve it (`resolve_mano_dir`: $HANDMESH_MANO_DIR, data/mano, the stand-in).
+    views: the range of views (default: FreiHAND's). workers: rendering processes (default: one per core for large
+    sets); the data do not depend on it.
     """
     if n_train < 1 or n_eval < 1:
         raise DataError(f"asked for {n_train} training and {n_eval} evaluation samples; expected at least 1 of each.")
@@ -261,6 +244,7 @@ def synthesize(
     settings = {
         "format_version": SYNTH_FORMAT_VERSION, "seed": int(seed), "n_train": int(n_train), "n_eval": int(n_eval),
         "image_size": IMAGE_SIZE, "hand_model_sha1": hashlib.sha1(model_file.read_bytes()).hexdigest(),
+        "views": dataclasses.asdict(views),
     }
     out = Path(out)
     existing = _read_marker(out)
@@ -285,13 +269,17 @@ def synthesize(
         raise DataError(f"cannot create {partial} ({error}); expected a writable place for --out.") from None
     model = _HandModel.load(source.directory)
     started = time.perf_counter()
-    scene = HandScene(IMAGE_SIZE)
-    try:
-        with tqdm(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
-            _render_split(partial, "training", n_train, seed, model, scene, bar)
-            _render_split(partial, "evaluation", n_eval, seed, model, scene, bar)
-    finally:
-        scene.close()
+    jobs = []
+    for split, count in (("training", n_train), ("evaluation", n_eval)):
+        annotations = _annotate_split(model, split, count, seed, views)
+        for key, values in annotations.items():
+            _write_bytes(partial / f"{split}_{key}.json", orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY))
+        (partial / split / "rgb").mkdir(parents=True)
+        if split == "training":
+            (partial / split / "mask").mkdir(parents=True)
+        jobs += split_jobs(partial, split, annotations, seed)
+    with tqdm(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
+        render_jobs(jobs, source.directory, workers or default_workers(n_train + n_eval), bar)
     seconds = time.perf_counter() - started
     info = {**settings, "synthetic": True, "generator": "handmesh synth", "is_standin": source.is_standin,
             "hand_model": model.layer.source, "seconds": round(seconds, 2),

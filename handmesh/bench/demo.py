@@ -21,6 +21,7 @@ from handmesh.bench.timing import bench_threads, time_call
 from handmesh.demo.app import DEFAULT_CHECKPOINT, add_arguments, default_threads, load_predictor, run_demo
 from handmesh.demo.crop import Box, crop_hand
 from handmesh.demo.hud import STAGES
+from handmesh.demo.overlay import LLVMPIPE_THREADS, llvmpipe_threads
 from handmesh.demo.synthetic import SyntheticClip, write_synthetic_clip
 from handmesh.mano_file import resolve_mano_dir
 
@@ -90,7 +91,9 @@ def run(quick: bool = False) -> dict:
         predictors = {"": load_predictor(None, str(mano_dir))}
         if not quick:
             predictors["ma36_"] = Predictor.untrained(encoder="fastvit_ma36", input_size=224, mano_dir=mano_dir)
-        clip = write_synthetic_clip(folder / "clip.mp4", mano_dir, frames=frames, width=WIDTH, height=HEIGHT)
+        # Mesa fixes llvmpipe's thread count at the process's first GL context, here the clip's: give it the demo's
+        with llvmpipe_threads(LLVMPIPE_THREADS):
+            clip = write_synthetic_clip(folder / "clip.mp4", mano_dir, frames=frames, width=WIDTH, height=HEIGHT)
         result = {
             "frame_size": f"{WIDTH}x{HEIGHT}",
             "model": "quickstart checkpoint" if DEFAULT_CHECKPOINT.is_file() else "untrained fastvit_t8 128px",

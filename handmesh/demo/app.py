@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skeleton", action="store_true", help="draw 2D keypoints and bones (key m cycles views)")
     parser.add_argument("--side-view", action="store_true", help="add a panel with the mesh seen from the side and top")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
-                        help="mesh drawing: pyrender offscreen (EGL) or the OpenCV fallback (auto: pyrender if it works)")
+                        help="mesh drawing: OpenGL offscreen (EGL) or the OpenCV fallback (auto: gl if it works)")
     parser.add_argument("--alpha", type=float, default=ViewOptions.alpha, help="mesh opacity over the frame")
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal (One Euro) smoothing (key f toggles)")
     parser.add_argument("--no-window", action="store_true", help="headless: no window (use with --out)")

@@ -1,30 +1,37 @@
 """Drawing reconstructed hands over a frame: the shaded mesh, the 2D skeleton, and a side panel of other views.
 
-Meshes go through `handmesh.render.MeshRenderer` (pyrender offscreen, EGL) at the frame size with the frame's camera,
-so they land on the hands; when no GL context can be made the OpenCV fallback draws them. The GL context belongs to
-the thread that made it: create, use and close an `OverlayRenderer` in one thread.
+Meshes go through `handmesh.render.LayerRenderer` (lean OpenGL offscreen, EGL) with the frame's camera, rendered only
+over the region they cover (the region's camera is the frame's with the principal point shifted, so the pixels are the
+full-frame render's), and blended in place. When no GL context can be made the OpenCV fallback draws them. The GL
+context belongs to the thread that made it: create, use and close an `OverlayRenderer` in one thread.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from handmesh.demo.crop import Box, HandEstimate, crop_affine
+from handmesh.demo.crop import HandEstimate
 from handmesh.errors import HandmeshError
 from handmesh.joints import BONES
-from handmesh.render import MeshRenderer, RendererUnavailable, render_mesh_opencv
+from handmesh.render import LayerRenderer, RendererUnavailable, blend_layer, render_mesh_opencv
 
-RENDERERS = ("auto", "pyrender", "opencv")
+RENDERERS = ("auto", "gl", "opencv")
 FINGER_COLOURS = ((230, 80, 80), (240, 200, 60), (80, 200, 90), (70, 170, 240), (190, 100, 230))  # RGB, thumb..pinky
 PANEL_FILL = 0.4  # in the side panel the hand's radius spans this share of the view
-RENDER_SIZE_FRACTION = 0.3  # side of the square GL window the meshes are rendered into, as a share of min(W, H) ...
-RENDER_SIZE_LIMITS = (128, 512)  # ... within these px: llvmpipe's cost grows with the pixels the hand covers
-WINDOW_MARGIN = 4.0  # px around the projected meshes in that window
+REGION_MARGIN = 2  # px rendered around the projected meshes' bounding box
+# Mesa llvmpipe's rasteriser threads (LP_NUM_THREADS) for the demo's renderer. 0: it draws in the render thread
+# itself. A hand's region is small, so extra threads cost more to wake and join than they save, and on a 2-core
+# machine they compete with the model's torch threads. Read when Mesa sets up its screen, i.e. by the first GL context
+# of the process (or the first after all earlier ones closed); an LP_NUM_THREADS already in the environment wins.
+LLVMPIPE_THREADS = 0
+SAMPLES = 0  # multisampling of the overlay: off (llvmpipe's 4x costs about twice the whole draw)
 MIN_DEPTH = 1e-3  # metres; vertices nearer than this (or behind the camera) are not drawn
 
 
@@ -68,33 +75,41 @@ def draw_skeleton(image: np.ndarray, keypoints_2d: np.ndarray) -> None:
         cv2.circle(image, point, thickness + 2, colour, -1, cv2.LINE_AA)
 
 
-class OverlayRenderer:
-    """Draws hands over frames of one size seen through K (3, 3) px. backend: auto | pyrender | opencv.
+@contextmanager
+def llvmpipe_threads(count: int):
+    """LP_NUM_THREADS=count while a GL context is made (unless already set), restored afterwards."""
+    previous = os.environ.get("LP_NUM_THREADS")
+    os.environ.setdefault("LP_NUM_THREADS", str(count))
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["LP_NUM_THREADS"]
 
-    With pyrender, meshes are rendered into a square window of `render_size` px around the hands (the window's
-    intrinsics are a crop's, `crop_affine @ K`) and warped back into the frame: the same picture as a full-frame
-    render (a little softer when the hands span more than `render_size`), at a fraction of the cost: on llvmpipe a
-    render costs ~15 ms plus ~0.4 us per pixel (pyrender's PBR shader, 4x MSAA). One GL renderer serves both the
-    frame and the side panel (pyrender cannot keep two EGL renderers alive in one process reliably).
+
+class OverlayRenderer:
+    """Draws hands over frames of one size seen through K (3, 3) px. backend: auto | gl | opencv.
+
+    With GL, meshes are rendered only over their projected bounding box (plus REGION_MARGIN): llvmpipe's cost grows
+    with the pixels drawn, and a hand covers a small part of the frame. One GL renderer serves both the frame and the
+    side panel (two EGL renderers in one process can break each other).
     """
 
     def __init__(self, width: int, height: int, K: np.ndarray, backend: str = "auto", side_view: bool = False,
-                 render_size: int | None = None,
                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
         if backend not in RENDERERS:
             raise HandmeshError(f"unknown renderer {backend!r}; expected one of {', '.join(RENDERERS)}")
         self.width, self.height, self.K = width, height, np.asarray(K, dtype=np.float64)
         self.panel = panel_width(height, side_view)
-        low, high = RENDER_SIZE_LIMITS
-        self.render_size = render_size or int(np.clip(round(RENDER_SIZE_FRACTION * min(width, height)), low, high))
-        self._renderer: MeshRenderer | None = None
+        self._renderer: LayerRenderer | None = None
         self.backend = "opencv"
         if backend != "opencv":
             try:
-                self._renderer = MeshRenderer(self.render_size, self.render_size)
-                self.backend = "pyrender"
+                with llvmpipe_threads(LLVMPIPE_THREADS):
+                    self._renderer = LayerRenderer(width, height, samples=SAMPLES)  # the panel (H/2 square) fits too
+                self.backend = "gl"
             except RendererUnavailable as error:
-                if backend == "pyrender":
+                if backend == "gl":
                     raise
                 notify(f"renderer: OpenCV fallback (flat, slower) because {error}".splitlines()[0])
 
@@ -104,7 +119,7 @@ class OverlayRenderer:
         return self.width + self.panel, self.height
 
     def draw(self, frame: np.ndarray, hands: list[HandEstimate], view: ViewOptions) -> np.ndarray:
-        """frame (H, W, 3) uint8 RGB -> (H, W + panel, 3) uint8 RGB with the hands drawn; the frame as is without hands."""
+        """frame (H, W, 3) uint8 RGB -> (H, W + panel, 3) uint8 RGB with the hands drawn (the frame as is without)."""
         meshes = [(h.vertices, h.faces) for h in hands]
         if meshes and view.mesh:
             image = self._frame_meshes(frame, meshes, view.alpha)
@@ -129,24 +144,16 @@ class OverlayRenderer:
         if len(points) == 0:
             return frame.copy()
         uv = points @ self.K.T
-        uv = uv[:, :2] / uv[:, 2:]
-        low = np.maximum(uv.min(axis=0) - WINDOW_MARGIN, 0)
-        high = np.minimum(uv.max(axis=0) + WINDOW_MARGIN, (self.width - 1, self.height - 1))
-        if np.any(high <= low):
+        uv = uv[:, :2] / uv[:, 2:]  # (N, 2) px
+        x0, y0 = np.maximum(np.floor(uv.min(axis=0)).astype(int) - REGION_MARGIN, 0)
+        x1, y1 = np.minimum(np.ceil(uv.max(axis=0)).astype(int) + REGION_MARGIN + 1, (self.width, self.height))
+        if x1 <= x0 or y1 <= y0:
             return frame.copy()  # the hands are outside the frame
-        window = Box(*((low + high) / 2), float(max(high - low)))
-        affine = crop_affine(window, self.render_size, flip=False)  # frame px -> window px
-        rendering = self._renderer.render(meshes, affine @ self.K)
-        x0, y0 = int(low[0]), int(low[1])
-        x1, y1 = int(np.ceil(high[0])) + 1, int(np.ceil(high[1])) + 1
-        to_window = (affine @ np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]]))[:2]  # region px -> window px
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        colour = cv2.warpAffine(rendering.color, to_window, (x1 - x0, y1 - y0), flags=flags).astype(np.float32)
-        cover = cv2.warpAffine(rendering.mask.astype(np.float32), to_window, (x1 - x0, y1 - y0), flags=flags)
-        weight = (alpha * cover)[..., None]  # (h, w, 1) soft-edged opacity
+        K = self.K.copy()
+        K[:2, 2] -= (x0, y0)  # the region's camera: the frame's, shifted
+        layer = self._renderer.render(meshes, K, size=(int(x1 - x0), int(y1 - y0)))
         image = frame.copy()
-        region = image[y0:y1, x0:x1]
-        region[:] = np.clip(weight * colour + (1 - weight) * region, 0, 255).astype(np.uint8)
+        blend_layer(image, layer, alpha, int(x0), int(y0))
         return image
 
     def _side_panel(self, hands: list[HandEstimate]) -> np.ndarray:
@@ -162,20 +169,15 @@ class OverlayRenderer:
         return np.pad(panel, ((0, self.height - panel.shape[0]), (0, 0), (0, 0)))
 
     def _panel_view(self, view: np.ndarray, meshes) -> np.ndarray:
-        """meshes placed by rotate_for_panel (focal length = side), drawn over view (P, P, 3); returns a new image."""
+        """meshes placed by rotate_for_panel (focal length = side), drawn over view (P, P, 3), which may be changed."""
+        size = view.shape[0]
+        K = np.array([[size, 0.0, (size - 1) / 2.0], [0.0, size, (size - 1) / 2.0], [0.0, 0.0, 1.0]])
         if self._renderer is None:
-            size = view.shape[0]
-            K = np.array([[size, 0.0, (size - 1) / 2.0], [0.0, size, (size - 1) / 2.0], [0.0, 0.0, 1.0]])
             for vertices, faces in meshes:
                 view = render_mesh_opencv(view, vertices, faces, K, alpha=1.0)
             return view
-        size = self.render_size
-        K = np.array([[size, 0.0, (size - 1) / 2.0], [0.0, size, (size - 1) / 2.0], [0.0, 0.0, 1.0]])
-        rendering = self._renderer.render(meshes, K)
-        shape = (view.shape[1], view.shape[0])
-        colour = cv2.resize(rendering.color, shape, interpolation=cv2.INTER_AREA).astype(np.float32)
-        cover = cv2.resize(rendering.mask.astype(np.float32), shape, interpolation=cv2.INTER_AREA)[..., None]
-        return np.clip(cover * colour + (1 - cover) * view, 0, 255).astype(np.uint8)
+        blend_layer(view, self._renderer.render(meshes, K, size=(size, size)), alpha=1.0)
+        return view
 
     def close(self) -> None:
         if self._renderer is not None:

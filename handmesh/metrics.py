@@ -10,9 +10,10 @@ Protocol (../shared/docs/freihand.md, "Official evaluation protocol"), per sampl
 Aggregation: errors averaged per keypoint over samples, then over keypoints; AUC of the PCK curve (`<=`, 100 thresholds
 from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-scores averaged over samples.
 
-All maths runs in float64 on the inputs' device (nearest neighbours of CPU tensors with scipy trees, see
-`handmesh.fscore`). `handmesh/metrics_reference.py` is the slow per-sample numpy/scipy
-version of the official loop; the tests check that both agree to 1e-6 on every score.
+All maths runs in float64 on the inputs' device (nearest neighbours: a float32 GEMM search whose decisions near a
+threshold are re-checked in float64, see `handmesh.fscore`), on one CPU thread (`FreiHANDMetric.update`: many small
+ops lose more to thread synchronisation than they gain). `handmesh/metrics_reference.py` is the slow per-sample
+numpy/scipy version of the official loop; the tests check that both agree to 1e-6 on every score.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from handmesh.fscore import F_THRESHOLDS_M, f_score
+from handmesh.fscore import F_THRESHOLDS_M, f_score, one_thread
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
@@ -215,7 +216,10 @@ class FreiHANDMetric(Metric):
                gt_vertices: torch.Tensor) -> None:
         if gt_vertices.shape[1:] != (self.num_vertices, 3):
             raise ValueError(f"gt_vertices: expected (B, {self.num_vertices}, 3), found {tuple(gt_vertices.shape)}")
-        errors = sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices)
+        with one_thread():
+            self._update(sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices))
+
+    def _update(self, errors: SampleErrors) -> None:
         thresholds = pck_thresholds(self.count.device)
         pairs = [("joint", errors.joint), ("joint_pa", errors.joint_pa)]
         if errors.vertex is not None:

@@ -25,12 +25,20 @@ GT_FILES = ("evaluation_xyz.json", "evaluation_verts.json")
 MAX_MEDIAN_SPREAD_M = 1.0
 MAX_MEDIAN_COORDINATE_M = 10.0
 _NON_FINITE = re.compile(rb"NaN|-?Infinity")
+_NUMBER_BYTES = b"0123456789.eE+-"  # what a JSON number is made of
+_BLANK_BYTES = b" \t\n\r"
+_BRACKETS_TO_BLANKS = bytes.maketrans(b"[]", b"  ")
+SCALE_CHECK_SAMPLES = 500  # the unit check's medians look at this many evenly spaced samples
 
 
-def _load_json(path: Path, error: type[HandmeshError], what: str):
+def _read_bytes(path: Path, error: type[HandmeshError], what: str) -> bytes:
     if not path.is_file():
         raise error(f"{what}: expected a JSON file at {path}, found {'a folder' if path.exists() else 'nothing'}")
-    data = path.read_bytes()
+    return path.read_bytes()
+
+
+def _load_json(data: bytes, path: Path, error: type[HandmeshError], what: str):
+    """The careful parse: any JSON, with a message saying what is wrong with the file."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as decode_error:
@@ -41,6 +49,50 @@ def _load_json(path: Path, error: type[HandmeshError], what: str):
                         "their source and write the file again") from None
         raise error(f"{what} {path}: expected valid JSON, found an error ({decode_error}) in a {len(data):,}-byte "
                     "file; it is probably truncated or was written by something else: write it again") from None
+
+
+def _regular_arrays(data: bytes, lists: int) -> list[np.ndarray] | None:
+    """Fast path for the official layout: `lists` = 1 for one N x P x 3 list of numbers (a ground-truth file), 2 for
+    `[xyz_list, verts_list]`. -> one (N, P, 3) float64 array per list, or None when the file is anything else (the
+    careful path then parses it again and says what is wrong).
+
+    The structure is checked on the file with every number and blank removed (it must be exactly the nesting of
+    regular lists of triples); the numbers are then parsed as one flat JSON list, which must be valid JSON with one
+    number per slot. Measured on FreiHAND-sized files: ~2.5x faster than orjson on nested lists and `np.asarray`.
+    """
+    skeleton = data.translate(None, _NUMBER_BYTES + _BLANK_BYTES)
+    if lists == 2:
+        end = skeleton.find(b"]]]") + 3  # the first list ends at the first "]]]"
+        if end < 3 or skeleton[:1] != b"[" or skeleton[end:end + 1] != b"," or skeleton[-1:] != b"]":
+            return None
+        parts = [skeleton[1:end], skeleton[end + 1:-1]]
+    else:
+        parts = [skeleton]
+    shapes = [_regular_shape(part) for part in parts]
+    if None in shapes:
+        return None
+    flat_text = bytearray(data).translate(_BRACKETS_TO_BLANKS)  # every number in one list: keep the outer brackets
+    flat_text[data.index(b"[")], flat_text[data.rindex(b"]")] = ord("["), ord("]")
+    try:
+        numbers = orjson.loads(flat_text)
+        flat = np.fromiter(numbers, dtype=np.float64, count=len(numbers))  # 2x faster than np.array on a list
+    except (orjson.JSONDecodeError, TypeError, ValueError, OverflowError):
+        return None
+    sizes = [count * points * 3 for count, points in shapes]
+    if flat.ndim != 1 or len(flat) != sum(sizes):
+        return None
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    return [piece.reshape(count, points, 3) for piece, (count, points) in zip(pieces, shapes)]
+
+
+def _regular_shape(skeleton: bytes) -> tuple[int, int] | None:
+    """b"[[[,,],[,,]],[[,,],[,,]]]" (a list of N lists of P triples, numbers removed) -> (N, P); None otherwise."""
+    if not skeleton.startswith(b"[[[,,]"):
+        return None
+    points = skeleton.count(b"[,,]", 0, skeleton.find(b"]]") + 1)  # triples in the first sample
+    sample = b"[" + b",".join([b"[,,]"] * points) + b"]"
+    count = (len(skeleton) - 1) // (len(sample) + 1)  # len = 2 + N len(sample) + (N - 1) commas
+    return (count, points) if skeleton == b"[" + b",".join([sample] * count) + b"]" else None
 
 
 def _shape_of(sample) -> str:
@@ -74,17 +126,22 @@ def _as_array(samples, name: str, points: int | None, error: type[HandmeshError]
             found = f"{first} in every sample"
         raise error(f"{source}: expected {name} as {len(samples)} samples of {expected} numbers (metres), found "
                     f"{found}; write one {expected} list per sample, in evaluation order")
+    _check_finite(array, name, error, source)
+    return array
+
+
+def _check_finite(array: np.ndarray, name: str, error: type[HandmeshError], source: str) -> None:
     bad = np.flatnonzero(~np.isfinite(array).all(axis=(1, 2)))
     if len(bad):
         raise error(f"{source}: expected finite {name}, found NaN or inf in {len(bad)} samples (first: {bad[0]}); "
                     "fix the values at their source")
-    return array
 
 
 def check_scale(points: np.ndarray, name: str, error: type[HandmeshError], source: str) -> None:
     """Refuse (N, P, 3) coordinates that are clearly not metres (millimetres, most likely)."""
     if len(points) == 0:
         return
+    points = points[::max(1, len(points) // SCALE_CHECK_SAMPLES)]
     spread = float(np.median(np.linalg.norm(points - points.mean(1, keepdims=True), axis=-1)))
     coordinate = float(np.median(np.abs(points)))
     if spread > MAX_MEDIAN_SPREAD_M or coordinate > MAX_MEDIAN_COORDINATE_M:
@@ -111,7 +168,22 @@ def check_pred_arrays(xyz: np.ndarray, verts: np.ndarray, source: str) -> None:
 def read_pred_json(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Official `pred.json` -> (xyz (N, 21, 3), verts (N, V, 3)) float64 metres; V is 778 for MANO meshes."""
     path = Path(path)
-    data = _load_json(path, PredictionFileError, "prediction file")
+    raw = _read_bytes(path, PredictionFileError, "prediction file")
+    arrays = _regular_arrays(raw, lists=2)
+    if arrays is not None and arrays[0].shape[1] == NUM_KEYPOINTS:
+        xyz, verts = arrays
+    else:
+        xyz, verts = _careful_pred_arrays(raw, path)
+    if len(xyz) != len(verts):
+        raise PredictionFileError(f"{path}: expected as many vertex sets as keypoint sets, found {len(xyz)} keypoint "
+                                  f"and {len(verts)} vertex sets")
+    check_pred_arrays(xyz, verts, str(path))
+    return xyz, verts
+
+
+def _careful_pred_arrays(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Any prediction file the fast path refused: parsed as JSON, every problem said in words."""
+    data = _load_json(raw, path, PredictionFileError, "prediction file")
     if not isinstance(data, list) or len(data) != 2:
         found = (f"a list of {len(data)} entries" if isinstance(data, list)
                  else f"an object with keys {sorted(data)[:5]}" if isinstance(data, dict) else type(data).__name__)
@@ -120,10 +192,6 @@ def read_pred_json(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                                   "handmesh.predjson.write_pred_json")
     xyz = _as_array(data[0], "keypoints (xyz_list)", NUM_KEYPOINTS, PredictionFileError, str(path))
     verts = _as_array(data[1], "vertices (verts_list)", None, PredictionFileError, str(path))
-    if len(xyz) != len(verts):
-        raise PredictionFileError(f"{path}: expected as many vertex sets as keypoint sets, found {len(xyz)} keypoint "
-                                  f"and {len(verts)} vertex sets")
-    check_pred_arrays(xyz, verts, str(path))
     return xyz, verts
 
 
@@ -169,12 +237,20 @@ def read_eval_ground_truth(root: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     if missing:
         raise DataError(f"ground truth: expected {', '.join(missing)} in {root}, found no such file; the evaluation "
                         "annotations come with FreiHAND_pub_v2 (or `handmesh synth` for a synthetic set)")
-    xyz = _as_array(_load_json(root / GT_FILES[0], DataError, "ground truth"), "keypoints", NUM_KEYPOINTS, DataError,
-                    str(root / GT_FILES[0]))
-    verts = _as_array(_load_json(root / GT_FILES[1], DataError, "ground truth"), "vertices", NUM_VERTICES, DataError,
-                      str(root / GT_FILES[1]))
+    xyz = _read_ground_truth_file(root / GT_FILES[0], "keypoints", NUM_KEYPOINTS)
+    verts = _read_ground_truth_file(root / GT_FILES[1], "vertices", NUM_VERTICES)
     if len(xyz) != len(verts):
         raise DataError(f"ground truth in {root}: expected as many vertex sets as keypoint sets, found {len(xyz)} and "
                         f"{len(verts)}; one of the files is from another split or damaged")
     check_scale(xyz, "keypoints", DataError, str(root / GT_FILES[0]))
     return xyz, verts
+
+
+def _read_ground_truth_file(path: Path, name: str, points: int) -> np.ndarray:
+    """One annotation file (N x points x 3 numbers) -> (N, points, 3) float64, finite."""
+    raw = _read_bytes(path, DataError, "ground truth")
+    arrays = _regular_arrays(raw, lists=1)
+    if arrays is None or arrays[0].shape[1] != points:
+        return _as_array(_load_json(raw, path, DataError, "ground truth"), name, points, DataError, str(path))
+    _check_finite(arrays[0], name, DataError, str(path))
+    return arrays[0]

@@ -14,7 +14,7 @@ from handmesh import metrics_reference as reference
 from handmesh.cli import main
 from handmesh.errors import PredictionFileError
 from handmesh.metrics import PER_SAMPLE_KEYS, SCORE_KEYS
-from handmesh.predjson import read_pred_json, write_pred_json
+from handmesh.predjson import _regular_arrays, read_pred_json, write_pred_json
 
 torch.set_num_threads(1)
 NUM = 5
@@ -89,6 +89,28 @@ def test_write_then_read_pred_json_round_trips_float32_and_torch(tmp_path):
         write_pred_json(tmp_path / "mm.json", xyz * 1000, verts * 1000)
 
 
+def test_fast_json_path_reads_exactly_what_a_json_parser_reads_and_refuses_the_rest():
+    _, _, xyz, verts = make_arrays(2)
+    xyz[0, 0] = [0.0, -0.0, 1.0]  # integers, negative zero, exponents, blanks and line breaks as other writers do
+    verts[1, 2] = [1e-5, -2.5e-7, 3.0]
+    for text in (json.dumps([xyz.tolist(), verts.tolist()]), json.dumps([xyz.tolist(), verts.tolist()], indent=1),
+                 json.dumps([xyz.tolist(), verts.tolist()]).replace("0.0,", "0,").replace("3.0]", "3]")):
+        fast = _regular_arrays(text.encode(), lists=2)
+        careful = [np.asarray(part, dtype=np.float64) for part in json.loads(text)]
+        assert fast is not None and all(np.array_equal(a, b) for a, b in zip(fast, careful))
+        assert all(np.array_equal(a, b) for a, b in zip(fast, (xyz, verts)))
+    # the same number of brackets and numbers, but sample 3 has 20 keypoints and sample 4 has 22: not regular
+    uneven = xyz.tolist()
+    uneven[4].append(uneven[3].pop())
+    refused = [json.dumps([uneven, verts.tolist()]), json.dumps([xyz.tolist(), verts.tolist()]).replace("]", " ]", 1),
+               json.dumps([xyz.tolist(), verts.tolist()]).replace(",", ",,", 1),
+               json.dumps([xyz.tolist(), verts.tolist()]).replace(",", " 1,", 1), json.dumps(xyz.tolist())]
+    for text in refused[:1] + refused[2:]:
+        assert _regular_arrays(text.encode(), lists=2) is None, text[:80]
+    assert _regular_arrays(refused[1].encode(), lists=2) is not None  # a blank before a bracket is still JSON
+    assert _regular_arrays(json.dumps(xyz.tolist()).encode(), lists=1)[0].shape == (NUM, 21, 3)
+
+
 def test_meshes_with_other_vertex_counts_are_scored_with_a_note(folder, tmp_path, capsys):
     root, (_, _, pred_xyz, pred_verts) = folder
     pred = write_raw(tmp_path / "pred.json", [pred_xyz.tolist(), pred_verts[:, :600].tolist()])
@@ -107,6 +129,8 @@ def bad_predictions(pred_xyz, pred_verts):
     short[3] = short[3][:20]
     ragged = pred_verts.tolist()
     ragged[1] = ragged[1][:777]
+    uneven_xyz = pred_xyz.tolist()
+    uneven_xyz[4].append(uneven_xyz[3].pop())  # as many numbers and brackets as 5 x 21 x 3, unevenly nested
     text = json.dumps([xyz, verts])
     return [
         ("too few samples", [xyz[:-1], verts[:-1]], f"expected {NUM} predictions"),
@@ -120,10 +144,12 @@ def bad_predictions(pred_xyz, pred_verts):
         ("only keypoints", xyz, "a list of 5 entries"),
         ("text entries", [xyz, [[["a", 0, 0]] * 778] * NUM], "not numbers"),
         ("flat vertices", [xyz, pred_verts.reshape(NUM, -1).tolist()], "a flat list of 2334 values"),
+        ("uneven keypoints, same count", [uneven_xyz, verts], "sample 3 is 20x3"),
+        ("overflowing number", text.replace(str(xyz[0][0][0]), "1e999", 1), "expected valid JSON"),
     ]
 
 
-@pytest.mark.parametrize("case", range(11), ids=[case[0] for case in bad_predictions(*make_arrays()[2:])])
+@pytest.mark.parametrize("case", range(13), ids=[case[0] for case in bad_predictions(*make_arrays()[2:])])
 def test_bad_predictions_exit_2_with_a_clear_message(folder, tmp_path, capsys, case):
     root, (_, _, pred_xyz, pred_verts) = folder
     name, payload, fragment = bad_predictions(pred_xyz, pred_verts)[case]

@@ -6,8 +6,9 @@ intrinsics K. Nothing happens at import: pyrender (and the EGL platform choice i
 
 `MeshRenderer` (pyrender's PBR shading, 4x multisampled) makes figures and training images. `LayerRenderer` is for
 frames per second: one shader (two-sided Lambert, the OpenCV fallback's look), buffers reused from call to call, any
-viewport up to its size (so a caller renders only the region a mesh covers), no depth read back. On Mesa's llvmpipe
-a 640x480 pyrender call costs ~25 ms of CPU, a LayerRenderer call on the hand's region ~2 ms.
+viewport up to its size (so a caller renders only the region a mesh covers), no multisampling, no depth read back.
+On Mesa's llvmpipe a pyrender call costs ~25 ms of CPU even for a 144 px square, a LayerRenderer call on the ~250 px
+region of a hand ~3 ms.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class MeshLayer:
     """Meshes rendered over nothing, ready to blend over an image (`blend_layer`)."""
 
     color: np.ndarray  # (H, W, 3) uint8 RGB premultiplied by coverage: 0 where empty
-    coverage: np.ndarray  # (H, W) uint8: 255 covered, 0 empty, between on multisampled edges
+    coverage: np.ndarray  # (H, W) uint8: 255 covered, 0 empty (values between would be partly covered pixels)
 
     @property
     def mask(self) -> np.ndarray:
@@ -180,12 +181,12 @@ class LayerRenderer:
     """Lean offscreen OpenGL (EGL) renderer of shaded meshes, for live overlays. Create, use and close it in one
     thread (the GL context is that thread's).
 
-    width, height: the largest viewport, px. samples: multisampling per pixel (0: hard edges, the cheapest on
-    llvmpipe, whose multisampling costs more than the whole single-sampled draw). Like `MeshRenderer`, keep one per
-    process: closing it terminates the EGL display (pyrender's EGL platform makes the context).
+    width, height: the largest viewport, px. Edges are not antialiased: llvmpipe's 4x multisampling costs more than
+    the whole single-sampled draw. Like `MeshRenderer`, keep one per process: closing it terminates the EGL display
+    (pyrender's EGL platform makes the context).
     """
 
-    def __init__(self, width: int, height: int, samples: int = 0):
+    def __init__(self, width: int, height: int):
         platform = os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # must precede the first OpenGL import
         if platform != "egl":
             raise RendererUnavailable(f"PYOPENGL_PLATFORM={platform}: expected egl (unset it to get egl); "
@@ -204,19 +205,18 @@ class LayerRenderer:
                 "(Debian: libegl1 libegl-mesa0 libgl1-mesa-dri). The OpenCV fallback still works."
             ) from None
         self._gl = GL
-        self.width, self.height, self.samples = width, height, samples
+        self.width, self.height = width, height
         self._program = self._link_program()
         self._uniforms = {name: GL.glGetUniformLocation(self._program, name)
                           for name in ("projection", "colour", "ambient")}
         GL.glBindVertexArray(GL.glGenVertexArrays(1))  # stays bound: the only vertex layout
-        self._vertices, indices = GL.glGenBuffers(2)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._vertices)  # per vertex: position (3 float32), normal (3 float32)
+        vertex_buffer, index_buffer = GL.glGenBuffers(2)  # stay bound: refilled by each render
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, vertex_buffer)  # per vertex: position (3 float32), normal (3 float32)
         for location in (0, 1):
             GL.glEnableVertexAttribArray(location)
             GL.glVertexAttribPointer(location, 3, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(12 * location))
-        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, indices)  # part of the vertex array's state
-        self._framebuffer = self._make_framebuffer(0)  # what is read back
-        self._draw_framebuffer = self._make_framebuffer(samples) if samples else self._framebuffer
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, index_buffer)  # part of the vertex array's state
+        self._make_framebuffer()
         GL.glEnable(GL.GL_DEPTH_TEST)
         GL.glEnable(GL.GL_SCISSOR_TEST)  # clears touch only the viewport in use
         GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
@@ -238,21 +238,20 @@ class LayerRenderer:
         GL.glUseProgram(program)
         return program
 
-    def _make_framebuffer(self, samples: int) -> int:
-        """A framebuffer with RGBA8 colour and 24-bit depth of the largest viewport, multisampled if samples > 0."""
+    def _make_framebuffer(self) -> None:
+        """Bind a framebuffer with RGBA8 colour and 24-bit depth of the largest viewport, drawn to and read from."""
         GL = self._gl
-        framebuffer = GL.glGenFramebuffers(1)
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, framebuffer)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, GL.glGenFramebuffers(1))
         attachments = ((GL.GL_COLOR_ATTACHMENT0, GL.GL_RGBA8), (GL.GL_DEPTH_ATTACHMENT, GL.GL_DEPTH_COMPONENT24))
         for attachment, storage in attachments:
             buffer = GL.glGenRenderbuffers(1)
             GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, buffer)
-            GL.glRenderbufferStorageMultisample(GL.GL_RENDERBUFFER, samples, storage, self.width, self.height)
+            GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, storage, self.width, self.height)
             GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, attachment, GL.GL_RENDERBUFFER, buffer)
         if GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER) != GL.GL_FRAMEBUFFER_COMPLETE:
-            raise RendererUnavailable(f"no {self.width}x{self.height} framebuffer with {samples} samples per pixel; "
-                                      "try fewer samples. The OpenCV fallback still works.")
-        return framebuffer
+            raise RendererUnavailable(f"no {self.width}x{self.height} offscreen framebuffer (GL status "
+                                      f"{GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER)}); expected Mesa's EGL. "
+                                      "The OpenCV fallback still works.")
 
     def render(
         self,
@@ -262,14 +261,13 @@ class LayerRenderer:
         color: tuple[float, float, float] = SKIN_RGB,
         ambient: float = AMBIENT,
     ) -> MeshLayer:
-        """meshes: [(vertices (N, 3) metres camera frame, faces (F, 3))]; K (3, 3) px; size (width, height) px of the
-        viewport, at most the renderer's (default: the renderer's). For a region of a larger image whose top left
-        pixel is (x0, y0), pass that image's K with cx - x0, cy - y0: the pixels are the same as the whole image's."""
+        """meshes: non-empty [(vertices (N, 3) metres camera frame, faces (F, 3))]; K (3, 3) px; size (width,
+        height) px of the viewport, at most the renderer's (default: the renderer's). For a region of a larger image
+        whose top left pixel is (x0, y0), pass that image's K with cx - x0, cy - y0: the pixels are the same as the
+        whole image's."""
         width, height = size or (self.width, self.height)
         if not (0 < width <= self.width and 0 < height <= self.height):
             raise ValueError(f"viewport {width}x{height}: expected at most the renderer's {self.width}x{self.height}")
-        if not meshes:
-            return MeshLayer(color=np.zeros((height, width, 3), np.uint8), coverage=np.zeros((height, width), np.uint8))
         GL = self._gl
         vertices = np.concatenate([np.asarray(v, dtype=np.float32) for v, _ in meshes])  # (N, 3) metres
         starts = np.cumsum([0] + [len(v) for v, _ in meshes[:-1]])
@@ -281,16 +279,10 @@ class LayerRenderer:
         GL.glUniformMatrix4fv(self._uniforms["projection"], 1, GL.GL_TRUE, gl_projection(K, width, height))
         GL.glUniform3f(self._uniforms["colour"], *color)
         GL.glUniform1f(self._uniforms["ambient"], ambient)
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self._draw_framebuffer)
         GL.glViewport(0, 0, width, height)
         GL.glScissor(0, 0, width, height)
         GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
         GL.glDrawElements(GL.GL_TRIANGLES, indices.size, GL.GL_UNSIGNED_INT, None)
-        if self._draw_framebuffer != self._framebuffer:  # resolve the samples: edges get partial coverage
-            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._draw_framebuffer)
-            GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, self._framebuffer)
-            GL.glBlitFramebuffer(0, 0, width, height, 0, 0, width, height, GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST)
-        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, self._framebuffer)
         pixels = GL.glReadPixels(0, 0, width, height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
         rgba = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 4)
         return MeshLayer(color=rgba[..., :3], coverage=rgba[..., 3])

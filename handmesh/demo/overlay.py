@@ -31,7 +31,6 @@ REGION_MARGIN = 2  # px rendered around the projected meshes' bounding box
 # threads of its own would wake on cores the model's torch threads are using. Mesa reads this once, at the process's
 # first GL context (later contexts keep its threads); an LP_NUM_THREADS already in the environment wins.
 LLVMPIPE_THREADS = 0
-SAMPLES = 0  # multisampling of the overlay: off (llvmpipe's 4x costs about twice the whole draw)
 MIN_DEPTH = 1e-3  # metres; vertices nearer than this (or behind the camera) are not drawn
 
 
@@ -106,7 +105,7 @@ class OverlayRenderer:
         if backend != "opencv":
             try:
                 with llvmpipe_threads(LLVMPIPE_THREADS):
-                    self._renderer = LayerRenderer(width, height, samples=SAMPLES)  # the panel (H/2 square) fits too
+                    self._renderer = LayerRenderer(width, height)  # the panel (H/2 square) fits too
                 self.backend = "gl"
             except RendererUnavailable as error:
                 if backend == "gl":

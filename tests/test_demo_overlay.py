@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import handmesh.inference  # noqa: F401 - timm (and triton's LLVM) before Mesa's: the reverse order segfaults
 from handmesh.demo.crop import Box, HandEstimate, frame_intrinsics
 from handmesh.demo.overlay import LLVMPIPE_THREADS, OverlayRenderer, ViewOptions, llvmpipe_threads
 from handmesh.mano import ManoLayer

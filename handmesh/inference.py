@@ -89,8 +89,9 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_images(self, images: torch.Tensor, K: torch.Tensor) -> HandPrediction:
-        """images (B, 3, S, S) float in [0, 1] RGB, K (B, 3, 3) crop intrinsics (pixels)."""
-        output = self.model(images.to(self.device, torch.float32).contiguous(), K.to(self.device, torch.float32))
+        """images (B, 3, S, S) RGB, uint8 (as the dataset gives) or float in [0, 1]; K (B, 3, 3) crop intrinsics
+        (pixels). The encoder scales and normalises."""
+        output = self.model(images.to(self.device).contiguous(), K.to(self.device, torch.float32))
         as_numpy = lambda tensor: tensor.float().cpu().numpy()  # noqa: E731
         return HandPrediction(vertices=as_numpy(output.vertices), keypoints_3d=as_numpy(output.keypoints_3d),
                               keypoints_2d=as_numpy(output.keypoints_2d), camera=as_numpy(output.camera))
@@ -104,7 +105,7 @@ class Predictor:
         K = np.asarray(K, dtype=np.float32)
         if K.shape != (crops.shape[0], 3, 3):
             raise ValueError(f"K: expected ({crops.shape[0]}, 3, 3) crop intrinsics, got {K.shape}")
-        images = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S), made contiguous later
+        images = torch.from_numpy(crops).permute(0, 3, 1, 2)  # (B, 3, S, S) uint8, made contiguous later
         return self.predict_images(images, torch.from_numpy(K))
 
 

@@ -27,6 +27,15 @@ def test_feature_map_size_and_normalisation():
     torch.testing.assert_close(features, encoder.backbone.forward_features(normalised))
 
 
+def test_uint8_images_are_scaled_like_the_float_ones():
+    """The dataset's uint8 batches and float [0, 1] images of the same pixels give the same features."""
+    encoder = Encoder("fastvit_t8").eval()
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(pixels), encoder(pixels.float() / 255), rtol=0, atol=1e-5)
+        assert not torch.allclose(encoder(pixels), encoder(pixels.float()), atol=1e-2)  # unscaled would differ
+
+
 def test_channels_last_input_reaches_the_backbone_contiguous():
     """Channels-last batches crash FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)."""
     encoder = Encoder("fastvit_t8")

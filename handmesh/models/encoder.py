@@ -1,4 +1,4 @@
-"""FastViT image encoder (timm): a feature map from [0, 1] images, with ImageNet weights from timm's cache or a file.
+"""FastViT image encoder (timm): a feature map from RGB images, with ImageNet weights from timm's cache or a file.
 
 Any timm FastViT works by name (`fastvit_t8` ... `fastvit_ma36`, optionally with a tag like `.apple_dist_in1k`).
 Sizes and normalisation are read from the model (`num_features`, `resolve_model_data_config`), never hard-coded.
@@ -20,7 +20,8 @@ PRETRAINED_TIMM = "timm"  # timm's ImageNet weights, read from the local Hugging
 
 
 class Encoder(nn.Module):
-    """images (B, 3, S, S) float in [0, 1], RGB -> features (B, C, S/32, S/32), C = `num_features`.
+    """images (B, 3, S, S) RGB, uint8 in [0, 255] (the dataset's batches) or float in [0, 1] -> features
+    (B, C, S/32, S/32), C = `num_features`. The one place where images are scaled and normalised.
 
     pretrained: None (random), "timm" (the cached ImageNet weights of `name`), or a path to a `.safetensors` /
     `.pth` / `.pt` state dict of the same timm model (classifier keys are ignored; every backbone key must match).
@@ -50,7 +51,10 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)
-        x = ((images - self.mean) / self.std).contiguous()  # (B, 3, S, S) normalised
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x * (1 / 255)  # uint8 batches cross processes and devices 4x lighter than float32 ones
+        x = ((x - self.mean) / self.std).contiguous()  # (B, 3, S, S) normalised
         return self.backbone.forward_features(x)  # (B, C, S/32, S/32)
 
     def load_backbone_weights(self, path: str | os.PathLike) -> None:

@@ -42,7 +42,8 @@ class HandOutput:
 
 
 class HandModel(nn.Module):
-    """images (B, 3, S, S) float in [0, 1] RGB, K (B, 3, 3) crop intrinsics (pixels) -> `HandOutput`.
+    """images (B, 3, S, S) RGB, uint8 or float in [0, 1] (see `Encoder`), K (B, 3, 3) crop intrinsics (pixels) ->
+    `HandOutput`.
 
     `mano` is the MANO layer (its arrays are non-persistent buffers: checkpoints hold the network only). The other
     arguments are plain values, returned by `construction_args()` so a checkpoint can rebuild the same network.

@@ -120,7 +120,7 @@ class ValidationMeshImages(Callback):
         if not loggers or not isinstance(outputs, dict) or "vertices" not in outputs:
             return
         count = min(self.num_images, batch["image"].shape[0])
-        images = (batch["image"][:count].float().permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        images = np.ascontiguousarray(batch["image"][:count].permute(0, 2, 3, 1).cpu().numpy())  # (n, S, S, 3) uint8
         K = batch["K"][:count].float().cpu().numpy()  # (n, 3, 3)
         vertices = outputs["vertices"][:count].float().cpu().numpy()  # (n, 778, 3) camera frame
         faces = pl_module.model.mano.faces.cpu().numpy()

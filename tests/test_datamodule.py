@@ -18,6 +18,7 @@ def test_splits_and_batches(tiny_root):
     assert not train_ids & val_ids and len(val_ids) == 2
     batch = next(iter(module.train_dataloader()))
     assert batch["image"].shape == (4, 3, 96, 96) and batch["image"].is_contiguous()
+    assert batch["image"].dtype == torch.uint8  # the encoder scales and normalises
     assert batch["K"].shape == (4, 3, 3) and batch["vertices"].shape == (4, 778, 3)
     assert batch["sample_id"].dtype == torch.long and batch["has_mano"].dtype == torch.bool
     assert module.val_set.augment is None and module.train_set.augment is not None

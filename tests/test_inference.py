@@ -58,9 +58,11 @@ def test_predictor_reproduces_the_trained_network(checkpoint, evaluation):
     a, b = folded.predict_images(images, K), plain.predict_images(images, K)
     assert a.vertices.shape == (N_EVAL, 778, 3) and a.keypoints_2d.shape == (N_EVAL, 21, 2)
     assert np.abs(a.vertices - b.vertices).max() <= 1e-4
-    crops = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    c = folded.predict(crops, K.numpy())  # uint8 path: same images up to 1/255 rounding
-    assert np.abs(c.keypoints_3d - a.keypoints_3d).max() < 5e-3
+    crops = images.permute(0, 2, 3, 1).numpy()  # (B, S, S, 3) uint8, as the demo's crops
+    c = folded.predict(crops, K.numpy())  # the same uint8 images
+    assert np.abs(c.keypoints_3d - a.keypoints_3d).max() < 1e-6
+    d = folded.predict_images(images.float() / 255, K)  # float [0, 1] input: the same network input
+    assert np.abs(d.keypoints_3d - a.keypoints_3d).max() < 1e-6
 
 
 def test_no_lightning_at_run_time(checkpoint):

@@ -11,11 +11,15 @@ import torch
 from handmesh.data.freihand import FreiHANDDataset, mask_path
 from handmesh.data.transforms import (
     Augmentation,
+    color_jitter,
     crop_geometry,
+    gaussian_blur,
     photometric,
     project,
     rotate_global_orient,
     rotate_points,
+    to_chw,
+    uniforms,
     warp_image,
 )
 from handmesh.mano import ManoLayer
@@ -61,6 +65,54 @@ def test_warped_image_shows_a_point_where_the_new_K_projects_it():
     centroid = np.array([(warped * cols).sum(), (warped * rows).sum()]) / warped.sum()
     expected = project(rotate_points(point, geometry), geometry.K)[0]
     assert np.abs(centroid - expected).max() < 0.1
+
+
+def _translation(dx, dy):
+    return np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]])
+
+
+def test_closed_form_geometry_equals_the_composed_matrices():
+    """crop_geometry's scalars against the module docstring's products, with skew and fx != fy."""
+    K = np.array([[610.0, 2.5, 101.0], [0, 575.0, 117.0], [0, 0, 1]])
+    width, height, size, zoom, angle, shift = 240, 200, 128, 1.15, 0.8, (3.0, -5.0)
+    geometry = crop_geometry(K, (width, height), size, zoom, angle, shift)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    H = K @ rotation @ np.linalg.inv(K)
+    centre = np.array([(width - 1) / 2, (height - 1) / 2, 1.0])
+    moved = H @ centre
+    factor = zoom * size / max(width, height)
+    place = (_translation((size - 1) / 2 + shift[0], (size - 1) / 2 + shift[1]) @ np.diag([factor, factor, 1.0])
+             @ _translation(-centre[0], -centre[1]) @ _translation(*(centre - moved)[:2]))
+    np.testing.assert_allclose(geometry.affine, place @ H, atol=1e-10)
+    np.testing.assert_allclose(geometry.K, place @ H @ K @ rotation.T, atol=1e-9)
+    np.testing.assert_allclose(geometry.rotation, rotation, atol=1e-15)
+
+
+def test_warp_equals_opencvs_three_channel_warp_and_planes_are_nchw():
+    image = (RNG.random((200, 240, 3)) * 255).astype(np.uint8)
+    geometry = crop_geometry(np.array([[500.0, 0, 120], [0, 500, 100], [0, 0, 1]]), (240, 200), 96, 1.2, 0.5, (2, 1))
+    warped = warp_image(image, geometry)  # warped as 4 channels inside
+    np.testing.assert_array_equal(warped, cv2.warpAffine(image, geometry.affine[:2], (96, 96), flags=cv2.INTER_LINEAR))
+    planes = to_chw(warped)
+    assert planes.shape == (3, 96, 96) and planes.flags.c_contiguous
+    np.testing.assert_array_equal(planes, warped.transpose(2, 0, 1))
+
+
+def test_blur_matches_opencvs_gaussian_within_two_grey_levels():
+    image = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
+    for sigma in (0.4, 1.0, 1.6):
+        reference = cv2.GaussianBlur(image, (2 * round(3 * sigma) + 1,) * 2, sigma, borderType=cv2.BORDER_REFLECT_101)
+        assert np.abs(gaussian_blur(image, sigma).astype(int) - reference).max() <= 2  # its fixed-point rounding
+
+
+def test_uniform_draws_and_colour_jitter_keep_grey():
+    draws = np.array([uniforms(np.random.default_rng(seed), ((2.0, 3.0), (-1.0, -0.5))) for seed in range(200)])
+    assert (draws[:, 0] >= 2).all() and (draws[:, 0] < 3).all() and (draws[:, 1] >= -1).all() and (draws[:, 1] < -0.5).all()
+    grey = np.repeat((RNG.random((32, 32, 1)) * 200 + 20).astype(np.uint8), 3, axis=2)
+    jittered = color_jitter(grey, 0.4, np.random.default_rng(5)).astype(int)
+    assert np.abs(jittered - jittered[..., :1]).max() <= 1  # saturation and hue keep grey pixels grey
+    assert np.abs(jittered - grey).mean() > 1  # brightness / contrast still act
+    np.testing.assert_array_equal(color_jitter(grey, 0.0, np.random.default_rng(5)), grey)
 
 
 def test_global_orientation_turns_with_the_labels():
@@ -109,8 +161,8 @@ def test_augmented_items_move_image_and_labels_together(tiny_root):
         affine = solution.T  # (2, 3)
         source = cv2.cvtColor(cv2.imread(str(tiny_root / "training" / "rgb" / f"{int(item['index']):08d}.jpg")),
                               cv2.COLOR_BGR2RGB)
-        expected = cv2.warpAffine(source, affine, (160, 160)).astype(np.float32) / 255
-        assert np.abs(item["image"].permute(1, 2, 0).numpy() - expected).mean() < 0.01
+        expected = cv2.warpAffine(source, affine, (160, 160)).astype(np.float64)
+        assert np.abs(item["image"].permute(1, 2, 0).numpy() - expected).mean() < 0.01 * 255
         mask = cv2.imread(str(mask_path(tiny_root, sample)), cv2.IMREAD_GRAYSCALE)
         mask = cv2.dilate(cv2.warpAffine(mask, affine, (160, 160)), np.ones((5, 5), np.uint8)) > 127
         inside = np.round(augmented).astype(int)

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     tiles, labels = [], []
     for position in positions:
         item = dataset[int(position)]
-        image = (item["image"].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        image = np.ascontiguousarray(item["image"].permute(1, 2, 0).numpy())  # (S, S, 3) uint8 RGB
         vertices_2d = project(item["vertices"].numpy(), item["K"].numpy())
         tiles.append(draw_annotations(image, item["keypoints_2d"].numpy(), vertices_2d, faces))
         labels.append(f"#{int(item['index'])} id {int(item['sample_id'])} v{int(item['version'])}")

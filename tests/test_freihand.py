@@ -41,7 +41,8 @@ def test_items_follow_the_contract(tiny_root):
     scalars = {"has_mano": True, "sample_id": 2, "version": 1, "index": N_TRAIN + 2}
     assert set(item) == set(shapes) | set(scalars)
     assert {key: tuple(item[key].shape) for key in shapes} == shapes
-    assert {key: item[key] for key in scalars} == scalars and all(type(item[key]) is type(scalars[key]) for key in scalars)
+    assert {key: item[key] for key in scalars} == scalars
+    assert all(type(item[key]) is type(value) for key, value in scalars.items())  # bool stays bool, ints stay ints
     assert item["image"].dtype == torch.uint8 and item["image"].is_contiguous()
     assert all(item[key].dtype == torch.float32 for key in shapes if key != "image")
     np.testing.assert_allclose(item["keypoints_3d"].numpy(), _json(tiny_root, "training_xyz.json")[2], atol=1e-6)

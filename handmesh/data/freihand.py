@@ -128,13 +128,13 @@ def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike
 
 
 class FreiHANDDataset(Dataset):
-    """Items are dicts of tensors (see the "Data batches" contract), in camera frame metres and crop pixels:
+    """Items are dicts (see the "Data batches" contract), in camera frame metres and crop pixels. Tensors:
 
     image (3, S, S) uint8 RGB, C-contiguous (the encoder scales and normalises it: `Encoder.forward`; uint8 keeps
-    workers, collation and the copy between processes 4x lighter than float32); K (3, 3) crop intrinsics; keypoints_3d (21, 3);
-    keypoints_2d (21, 2) = keypoints_3d projected with K; vertices (778, 3); mano_pose (48,) axis-angle relative to
-    hands_mean; mano_shape (10,); and plain Python scalars (collated into (B,) tensors: bool, long, long, long):
-    has_mano, sample_id (i % N), version (i // N), index (the image's file number i).
+    workers, collation and the copy between processes 4x lighter than float32); K (3, 3) crop intrinsics;
+    keypoints_3d (21, 3); keypoints_2d (21, 2) = keypoints_3d projected with K; vertices (778, 3); mano_pose (48,)
+    axis-angle relative to hands_mean; mano_shape (10,). Plain Python scalars (collated into (B,) bool / long
+    tensors): has_mano, sample_id (i % N), version (i // N), index (the image's file number i).
 
     subset: "all" images, or the "train" / "val" share of the training split, held out by unique sample id (all versions
     of a sample on one side; see `validation_ids`). augment: an `Augmentation` for training, None for plain crops.

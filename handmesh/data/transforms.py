@@ -116,7 +116,8 @@ def warp_image(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     four = image.ndim == 3 and image.shape[2] == 3
     source = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if four else image  # the order of the 3 channels is kept
     warped = cv2.warpAffine(
-        source, geometry.affine[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        source, geometry.affine[:2], (geometry.size, geometry.size), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
     )
     return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB) if four else warped
 

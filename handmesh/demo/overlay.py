@@ -31,7 +31,7 @@ REGION_MARGIN = 2  # px rendered around the projected meshes' bounding box
 # threads of its own would wake on cores the model's torch threads are using. Mesa reads this once, at the process's
 # first GL context (later contexts keep its threads); an LP_NUM_THREADS already in the environment wins.
 LLVMPIPE_THREADS = 0
-MIN_DEPTH = 1e-3  # metres; vertices nearer than this (or behind the camera) are not drawn
+MIN_DEPTH = 1e-3  # metres; vertices nearer than this (or behind the camera) do not set the rendered region
 
 
 @dataclass

@@ -32,7 +32,36 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB
 
 
-class CameraSource:
+class _CaptureSource:
+    """What a webcam and a video file share: a cv2.VideoCapture whose first frame was read to check it works."""
+
+    def __init__(self, capture: cv2.VideoCapture, first: np.ndarray, description: str, notify: Callable[[str], None]):
+        self._capture = capture
+        self._first: np.ndarray | None = first  # handed out by the first read
+        self._index = 0  # frames handed out so far
+        self._notify = notify
+        self.description = description
+        self.height, self.width = first.shape[:2]
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+
+    def _next_image(self) -> np.ndarray | None:
+        """The next (H, W, 3) BGR image, or None when the capture gives no more."""
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image
+        ok, image = self._capture.read()
+        return image if ok else None
+
+    def _frame(self, image: np.ndarray, time_s: float) -> Frame:
+        frame = Frame(self._index, time_s, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class CameraSource(_CaptureSource):
     """A live webcam (cv2.VideoCapture by index). Frames are stamped with the time they were read."""
 
     is_live = True  # frames are dropped when the demo falls behind
@@ -43,90 +72,64 @@ class CameraSource:
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # backends' probing noise; we say it better
         try:
-            self._capture = cv2.VideoCapture(index)
+            capture = cv2.VideoCapture(index)
         finally:
             cv2.utils.logging.setLogLevel(level)
-        if not self._capture.isOpened():
+        if not capture.isOpened():
             raise HandmeshError(
                 f"no webcam at index {index}: expected a connected camera (Linux: /dev/video{index}); check it is "
                 "plugged in and not used by another program, try another --source index, or pass a video file or "
                 "an image folder"
             )
-        ok, first = self._capture.read()
+        ok, first = capture.read()
         if not ok or first is None:
-            self._capture.release()
+            capture.release()
             raise HandmeshError(
                 f"webcam {index} opened but gave no frame: it is probably busy in another program; close that "
                 "program, or pass another --source"
             )
-        self.description = f"webcam {index}"
-        self.height, self.width = first.shape[:2]
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
-        self._first: np.ndarray | None = first
+        super().__init__(capture, first, f"webcam {index}", notify)
         self._start = time.monotonic()
-        self._index = 0
-        self._notify = notify
 
     def read(self) -> Frame | None:
-        if self._first is not None:
-            image, self._first = self._first, None
-        else:
-            ok, image = self._capture.read()
-            if not ok or image is None:
-                self._notify(f"{self.description} stopped giving frames after {self._index} "
-                             "(unplugged or taken by another program)")
-                return None
-        frame = Frame(self._index, time.monotonic() - self._start, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        self._index += 1
-        return frame
-
-    def close(self) -> None:
-        self._capture.release()
+        image = self._next_image()
+        if image is None:
+            self._notify(f"{self.description} stopped giving frames after {self._index} "
+                         "(unplugged or taken by another program)")
+            return None
+        return self._frame(image, time.monotonic() - self._start)
 
 
-class VideoSource:
+class VideoSource(_CaptureSource):
     """A video file; every frame in order, stamped index / fps."""
 
     is_live = False
     is_video = True
 
     def __init__(self, path: Path, notify: Callable[[str], None] = _stderr):
-        self._capture = cv2.VideoCapture(str(path))
-        ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
+        capture = cv2.VideoCapture(str(path))
+        ok, first = capture.read() if capture.isOpened() else (False, None)
         if not ok or first is None:
-            self._capture.release()
+            capture.release()
             raise HandmeshError(
                 f"could not decode {path} as a video: expected a video file OpenCV reads (mp4, avi, mkv, ...), "
                 "an image, or an image folder; check the file is complete"
             )
-        self.description = f"video {path}"
-        self.height, self.width = first.shape[:2]
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
-        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        self._first: np.ndarray | None = first
-        self._index = 0
-        self._notify = notify
+        super().__init__(capture, first, f"video {path}", notify)
+        self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
 
     def read(self) -> Frame | None:
-        if self._first is not None:
-            image, self._first = self._first, None
-        else:
-            ok, image = self._capture.read()
-            if not ok or image is None:
-                if self.frame_count and self._index < self.frame_count:
-                    self._notify(
-                        f"{self.description}: decoding stopped at frame {self._index} of {self.frame_count} "
-                        "(corrupt or truncated file); the output has the frames read"
-                    )
-                return None
+        image = self._next_image()
+        if image is None:
+            if self.frame_count and self._index < self.frame_count:
+                self._notify(
+                    f"{self.description}: decoding stopped at frame {self._index} of {self.frame_count} "
+                    "(corrupt or truncated file); the output has the frames read"
+                )
+            return None
         if image.shape[:2] != (self.height, self.width):
             image = letterbox(image, self.width, self.height)
-        frame = Frame(self._index, self._index / self.fps, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        self._index += 1
-        return frame
-
-    def close(self) -> None:
-        self._capture.release()
+        return self._frame(image, self._index / self.fps)
 
 
 class ImageFolderSource:

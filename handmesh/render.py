@@ -41,6 +41,14 @@ class RendererUnavailable(HandmeshError):
     """No OpenGL context could be made (no EGL/Mesa); use `render_mesh_opencv` instead."""
 
 
+def no_gl_context(error: Exception) -> RendererUnavailable:
+    """The message for a failed offscreen GL context, whichever renderer tried."""
+    return RendererUnavailable(
+        f"no offscreen OpenGL context ({type(error).__name__}: {error}); expected EGL through Mesa "
+        "(PYOPENGL_PLATFORM=egl; Debian: libegl1 libegl-mesa0 libgl1-mesa-dri). The OpenCV fallback still works."
+    )
+
+
 @dataclass
 class Rendering:
     """One rendered view. Pixels not covered by the mesh have mask False and depth 0."""
@@ -71,11 +79,7 @@ class MeshRenderer:
         try:
             self._renderer = pyrender.OffscreenRenderer(width, height)
         except Exception as error:  # noqa: BLE001
-            raise RendererUnavailable(
-                f"no offscreen OpenGL context ({type(error).__name__}: {error}); expected EGL through Mesa "
-                "(PYOPENGL_PLATFORM=egl; Debian: libegl1 libegl-mesa0 libgl1-mesa-dri). "
-                "The OpenCV fallback still works."
-            ) from None
+            raise no_gl_context(error) from None
 
     def render(
         self,
@@ -200,10 +204,7 @@ class LayerRenderer:
             self._platform.init_context()
             self._platform.make_current()
         except Exception as error:  # noqa: BLE001 - any failure here means no GL context
-            raise RendererUnavailable(
-                f"no offscreen OpenGL context ({type(error).__name__}: {error}); expected EGL through Mesa "
-                "(Debian: libegl1 libegl-mesa0 libgl1-mesa-dri). The OpenCV fallback still works."
-            ) from None
+            raise no_gl_context(error) from None
         self._gl = GL
         self.width, self.height = width, height
         self._program = self._link_program()

@@ -33,7 +33,8 @@ SCALE_CHECK_SAMPLES = 500  # the unit check's medians look at this many evenly s
 
 def _read_bytes(path: Path, error: type[HandmeshError], what: str) -> bytes:
     if not path.is_file():
-        raise error(f"{what}: expected a JSON file at {path}, found {'a folder' if path.exists() else 'nothing'}")
+        raise error(f"{what}: expected a JSON file at {path}, found {'a folder' if path.exists() else 'nothing'}; "
+                    "check the path (ground truth: the FreiHAND_pub_v2 folder; predictions: `handmesh predict --out`)")
     return path.read_bytes()
 
 

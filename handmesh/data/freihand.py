@@ -57,9 +57,14 @@ class SplitFiles:
         return self.num_images // self.num_unique
 
 
+def image_name(index: int) -> str:
+    """FreiHAND's image file name: `%08d.jpg`."""
+    return f"{index:08d}.jpg"
+
+
 def image_path(root: str | os.PathLike, split: str, index: int) -> Path:
     """`<root>/<split>/rgb/%08d.jpg`."""
-    return Path(root) / split / "rgb" / f"{index:08d}.jpg"
+    return Path(root) / split / "rgb" / image_name(index)
 
 
 def mask_path(root: str | os.PathLike, sample_id: int) -> Path:
@@ -211,7 +216,7 @@ class FreiHANDDataset(Dataset):
 
     def _read_image(self, index: int) -> np.ndarray | None:
         """(H, W, 3) uint8 RGB, or None for an unreadable image in "skip" mode."""
-        image = cv2.imread(os.path.join(self.files.rgb_dir, f"{index:08d}.jpg"), cv2.IMREAD_COLOR)  # = image_path
+        image = cv2.imread(os.path.join(self.files.rgb_dir, image_name(index)), cv2.IMREAD_COLOR)  # str join: hot path
         if image is not None:
             return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         path = image_path(self.root, self.split, index)

@@ -82,7 +82,8 @@ class ViewRange:
     def __post_init__(self):
         if not (0.0 <= self.back_fraction <= 1.0 and 0.0 <= self.max_roll_deg <= 180.0):
             raise DataError(f"view range back_fraction={self.back_fraction}, max_roll_deg={self.max_roll_deg}: expected "
-                            "a fraction in [0, 1] and an angle in [0, 180] degrees.")
+                            "a fraction in [0, 1] and an angle in [0, 180] degrees; pass --back-fraction and "
+                            "--max-roll within those ranges.")
 
 
 def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray, views: ViewRange = ViewRange()) -> np.ndarray:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from handmesh.data import backgrounds
+from handmesh.render import vertex_normals
 
 _OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])  # flips y and z: OpenCV camera frame -> OpenGL's
 # Skin base colours (RGB in [0, 1]) from light to dark; a sample blends two neighbours.
@@ -179,16 +180,6 @@ def dress(skin: SkinModel, vertices: np.ndarray, keypoints: np.ndarray, look: Lo
     return all_vertices, np.concatenate([skin.faces, arm_faces]), np.concatenate([colours, arm_colours])
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(N, 3) area-weighted unit normals of a triangle mesh."""
-    triangles = vertices[faces]  # (F, 3, 3)
-    face_normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
-    normals = np.zeros_like(vertices)
-    for corner in range(3):
-        np.add.at(normals, faces[:, corner], face_normals)
-    return normals / (np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12)
-
-
 class HandScene:
     """One offscreen renderer and scene reused for every sample (creating GL contexts is the slow part)."""
 
@@ -224,7 +215,8 @@ class HandScene:
         linear = np.clip(colours, 0, 1) ** 2.2  # pyrender shades vertex colours as linear RGB and gamma-encodes the output
         colours = np.concatenate([linear, np.ones((len(linear), 1))], axis=1).astype(np.float32)
         positions = (vertices @ _OPENGL_FROM_OPENCV.T).astype(np.float32)
-        normals = vertex_normals(positions.astype(np.float64), faces).astype(np.float32)
+        normals = vertex_normals(positions.astype(np.float64), faces)  # (N, 3) area-weighted, not unit
+        normals = (normals / (np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
         material = pyrender.MetallicRoughnessMaterial(
             metallicFactor=0.0, roughnessFactor=look.roughness, baseColorFactor=(1.0, 1.0, 1.0, 1.0), doubleSided=True
         )

@@ -41,6 +41,7 @@ def test_workers_and_seeding_reproduce_augmentation(tiny_root):
         loader = module.train_dataloader()
         assert loader.persistent_workers and loader.num_workers == 2
         batch = next(iter(loader))
+        assert len({tensor.untyped_storage().data_ptr() for tensor in batch.values()}) == 1  # one block handed over
         return batch["sample_id"], batch["keypoints_2d"]
 
     ids_a, keypoints_a = first_batch(7)

@@ -142,6 +142,25 @@ def test_photometric_is_deterministic_and_keeps_the_format():
     np.testing.assert_array_equal(photometric(image, off, np.random.default_rng(3), keypoints), image)
 
 
+def test_photometric_in_place_equals_a_new_array_and_planes_fill_a_batch():
+    image = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
+    keypoints = RNG.uniform(10, 54, size=(21, 2))
+    strong = Augmentation(blur_prob=1.0, occlusion_prob=1.0)
+    expected = photometric(image, strong, np.random.default_rng(4), keypoints)
+    in_place = image.copy()
+    assert photometric(in_place, strong, np.random.default_rng(4), keypoints, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, expected)
+    off, out = Augmentation(color_jitter=0.0, blur_prob=0.0, occlusion_prob=0.0), np.zeros_like(image)
+    np.testing.assert_array_equal(photometric(image, off, np.random.default_rng(4), keypoints, out=out), image)
+    np.testing.assert_array_equal(out, image)
+    batch = np.zeros((2, 3, 64, 64), np.uint8)
+    assert np.shares_memory(to_chw(image, out=batch[1]), batch)
+    np.testing.assert_array_equal(batch[1], image.transpose(2, 0, 1))
+    assert not batch[0].any()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        to_chw(image, out=batch[1].transpose(0, 2, 1))
+
+
 def test_augmented_items_move_image_and_labels_together(tiny_root):
     """End to end: the augmented 2D keypoints are one affine image of the original ones (residual < 0.5 px), that
     affine carries the original picture onto the augmented one, and the hand mask onto the keypoints."""

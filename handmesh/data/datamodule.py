@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from handmesh.data.batch import collate_items
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.data.transforms import Augmentation
 
@@ -17,7 +18,8 @@ class FreiHANDDataModule(pl.LightningDataModule):
     """root: the FreiHAND_pub_v2 folder (real or from `handmesh synth`). augment switches training augmentation on;
     the strength arguments left at None take `Augmentation`'s defaults (0 turns a part off). seed makes shuffling and
     the per-worker augmentation streams reproducible (DataLoader seeds worker w with base_seed + w; items draw their
-    augmentation from that torch stream). Batches are dicts of tensors (see FreiHANDDataset); `images` NCHW-contiguous.
+    augmentation from that torch stream). Batches are dicts of tensors (see FreiHANDDataset), each built by a worker in one
+    block of memory and handed over whole (`batch.collate_items`); `image` NCHW-contiguous.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class FreiHANDDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=generator,
+            collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
         )
 
     def train_dataloader(self) -> DataLoader:

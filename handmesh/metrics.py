@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from handmesh.fscore import F_THRESHOLDS_M, f_score, one_thread
+from handmesh.fscore import F_THRESHOLDS_M, f_scores, one_thread
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
@@ -139,8 +139,8 @@ def sample_errors(pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_
     else:
         vertex = vertex_pa = None
         aligned_v = fit_similarity(pred_kp, gt_kp).apply(pred_v)
-    return SampleErrors(joint, joint_pa, vertex, vertex_pa, f_score(gt_v, pred_v).fscore,
-                        f_score(gt_v, aligned_v).fscore)
+    raw_f, aligned_f = f_scores(gt_v, [pred_v, aligned_v])  # one ground-truth ordering for both
+    return SampleErrors(joint, joint_pa, vertex, vertex_pa, raw_f.fscore, aligned_f.fscore)
 
 
 def per_sample_scores(pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_keypoints: torch.Tensor,

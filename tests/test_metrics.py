@@ -161,10 +161,14 @@ def test_nearest_counts_decide_exactly_like_the_trees_even_at_the_thresholds(row
     pred[:, 50:100] = gt[:, 50:100] + torch.tensor([0.0, -0.015, 0.0], dtype=torch.float64)
     pred[6] += torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)  # far away: no slab has a partner
     thresholds = torch.tensor([0.005, 0.015, 0.002], dtype=torch.float64)
-    gt_close, pred_close = nearest_counts(gt, pred, thresholds, row_blocks=row_blocks, chunk_size=3)
+    other = torch.from_numpy(pred_verts)  # a second prediction (778 points) sharing the gt's ordering
+    (gt_close, pred_close), (other_gt_close, other_pred_close) = nearest_counts(
+        gt, [pred, other], thresholds, row_blocks=row_blocks, chunk_size=3)
     expected_gt, expected_pred = tree_counts(gt, pred, thresholds)
     np.testing.assert_array_equal(gt_close.numpy(), expected_gt)
     np.testing.assert_array_equal(pred_close.numpy(), expected_pred)
+    for got, expected in zip((other_gt_close, other_pred_close), tree_counts(gt, other, thresholds)):
+        np.testing.assert_array_equal(got.numpy(), expected)
     assert gt_close[6].tolist() == [0, 0, 0] and 0 < expected_gt[:6, 0].min() < expected_gt[:6, 1].min()
 
 
@@ -173,7 +177,8 @@ def test_nearest_counts_on_hand_worked_points_and_one_thread_is_restored():
     hand_gt = torch.tensor([[[0, 0, 0], [3 * u, 0, 0], [8 * u, 0, 0]]], dtype=torch.float64)
     hand_pred = torch.tensor([[[0, u, 0], [3 * u, 2 * u, 0]]], dtype=torch.float64)
     before = torch.get_num_threads()
-    gt_close, pred_close = nearest_counts(hand_gt, hand_pred, torch.tensor([u, 1.5 * u, 2 * u, 3 * u, 6 * u]).double())
+    [(gt_close, pred_close)] = nearest_counts(hand_gt, [hand_pred],
+                                              torch.tensor([u, 1.5 * u, 2 * u, 3 * u, 6 * u]).double())
     assert gt_close.tolist() == [[0, 1, 1, 2, 3]] and pred_close.tolist() == [[0, 1, 1, 2, 2]]
     with one_thread():
         assert torch.get_num_threads() == 1

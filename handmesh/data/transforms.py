@@ -105,6 +105,9 @@ def uniforms(rng: np.random.Generator, bounds: tuple[tuple[float, float], ...]) 
     return [low + (high - low) * u for (low, high), u in zip(bounds, rng.random(len(bounds)).tolist())]
 
 
+_IDENTITY_ROWS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # the top two rows of a 3x3 identity, flattened
+
+
 def warp_image(image: np.ndarray, geometry: CropGeometry, bgr: bool = False) -> np.ndarray:
     """(H, W, C) uint8 -> (S, S, C) uint8 through the crop's affine map (bilinear); outside the source is black.
     bgr: the source is OpenCV's BGR (as `cv2.imread` gives it) and the crop RGB (the swap rides on a conversion that
@@ -113,7 +116,9 @@ def warp_image(image: np.ndarray, geometry: CropGeometry, bgr: bool = False) -> 
     Three-channel images are warped as four channels and converted back: OpenCV's bilinear warp of 8-bit images has a
     vector path for 4 channels but not for 3 (224 px, OpenCV 5.0: ~0.27 ms instead of ~0.5 ms; each conversion ~7 us).
     """
-    if image.shape[:2] == (geometry.size, geometry.size) and np.abs(geometry.affine - np.eye(3)).max() < 1e-9:
+    if image.shape[:2] == (geometry.size, geometry.size) and all(
+        abs(value - identity) < 1e-9 for value, identity in zip(geometry.affine[:2].ravel().tolist(), _IDENTITY_ROWS)
+    ):  # in scalars, stopping at the first difference: ~1 us instead of numpy's ~10 us
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
     four = image.ndim == 3 and image.shape[2] == 3
     if four:  # the order of the 3 channels is kept, or swapped for a BGR source

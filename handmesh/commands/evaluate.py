@@ -108,7 +108,8 @@ def pck_plot_png(curves: PCKCurves, scores: FreiHANDScores) -> bytes:
     for column, (title, aligned, auc_aligned, raw, auc_raw) in enumerate(panels):
         axes = figure.add_subplot(1, 2, column + 1)
         if aligned is None:
-            axes.text(0.5, 0.5, "no vertex correspondence\n(mesh is not 778 vertices)", ha="center", va="center")
+            axes.text(0.5, 0.5, "no vertex correspondence\n(mesh is not 778 vertices)", ha="center", va="center",
+                      transform=axes.transAxes)  # the panel's centre, not data coordinates
         else:
             axes.plot(x, aligned.cpu().numpy(), label=f"aligned (PA), AUC {auc_aligned:.3f}")
             axes.plot(x, raw.cpu().numpy(), label=f"unaligned, AUC {auc_raw:.3f}")
@@ -116,7 +117,8 @@ def pck_plot_png(curves: PCKCurves, scores: FreiHANDScores) -> bytes:
         axes.set(title=f"PCK, {title}", xlabel="threshold (mm)", ylabel="share of points within", xlim=(0, 50),
                  ylim=(0, 1.01))
         axes.grid(alpha=0.3)
-    figure.tight_layout()
+    # Fixed margins that fit these labels: tight_layout drew the whole figure once more to measure it (0.18 of 0.59 s)
+    figure.subplots_adjust(left=0.07, right=0.985, bottom=0.13, top=0.92, wspace=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

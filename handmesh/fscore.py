@@ -8,14 +8,27 @@ GEMM (|a|^2 + |b|^2 - 2 a.b, one matrix gives both directions), restricted to pa
 largest threshold: both sets are sorted along the ground truth's principal axis, its points are cut into `ROW_BLOCKS`
 slabs, and each slab is compared only with the predicted points whose projection lies within the largest threshold
 of the slab's projection range (a projection never exceeds a distance, so no pair closer than any threshold is
-skipped, in either direction). Points whose
-nearest squared distance lies within the GEMM's rounding band of a threshold are recomputed exactly in float64 from
-the given coordinates, summed in scipy's order ((dx^2 + dy^2) + dz^2), so every decision is the one the official
-script's k-d trees make.
+skipped, in either direction). Points whose nearest squared distance lies within the GEMM's rounding band of a
+threshold are recomputed exactly in float64 from the given coordinates, summed in scipy's order
+((dx^2 + dy^2) + dz^2), so every decision is the one the official script's k-d trees make. `f_scores` scores several
+predictions (the raw and the aligned mesh) against one ground truth with one principal axis and ordering.
+
 Measured on 256 FreiHAND-sized hand pairs (raw and aligned predictions), one thread, on the shared 2-core machine
 at load 6-7, CPU time per pair: per-sample scipy `cKDTree`s 1.41 ms, a full float32 GEMM (ROW_BLOCKS = 1) 1.86 ms
-(cache-bound), 2 / 4 / 6 / 8 slabs 0.78 / 0.77 / 0.75 / 0.94 ms. Threads do not pay here: with 2 torch threads
-the small GEMMs ran 17x slower (OpenMP barriers on a busy machine), and 2 Python threads gained nothing.
+(cache-bound), 2 / 4 / 6 / 8 slabs 0.78 / 0.77 / 0.75 / 0.94 ms. Sharing the ground truth's ordering between the raw
+and aligned predictions and sorting CPU rows with numpy (13 vs 44 us a row) took 1.17x less CPU on 1,024 bench hands
+(load ~3.7). The floor of this design: a (195 x 330) mm with both minima costs ~0.85 ns a pair of points, and each
+of the ~20 ops per pair ~5 us of dispatch on the loaded machine.
+Tried and slower here (same bench hands, load 3-4, CPU time against these slabs):
+- bounds from the vertex correspondence (each point against the 8 points nearest its index in a reference hand)
+  decide 64 % / 97 % of the aligned points at 5 / 15 mm but only 3 % / 27 % of the raw ones (~26 mm off); searching
+  only the undecided points (batched per-direction windows, or a 5 mm reach plus full rows) ran at 0.3-1.0x: the
+  bounds and the bookkeeping cost more than the GEMM entries they save;
+- lower bounds from clusters of 6-25 points cut GEMM entries 2.5-5x on paper, but blocks that small cost 17-54 ns
+  an entry in torch (batched small GEMMs alone 5-20 ns, reductions over small dimensions ~3 ns);
+- slabs of 32-130 rows of all samples batched into one bmm per window width: 0.8-1.1x.
+Threads do not pay here: with 2 torch threads the small GEMMs ran 17x slower (OpenMP barriers on a busy machine),
+and 2 Python threads gained nothing (load 2.7: no idle core to gain from).
 """
 
 from __future__ import annotations

@@ -188,6 +188,7 @@ class FreiHANDDataset(Dataset):
         self.indices = all_images[keep[all_images % self.num_unique]]  # (len,) image file numbers
         self.skipped: list[str] = []  # unreadable images met in "skip" mode (per process)
         self._rng = np.random.Generator(np.random.PCG64(0))  # re-seeded for every augmented item (`_item_rng`)
+        self._source_keypoints_2d: np.ndarray | None = None  # (N, 21, 2) px, made on first use
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -195,7 +196,16 @@ class FreiHANDDataset(Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_arrays"] = None  # memory maps are reopened in each worker, never pickled (that would copy them)
+        state["_source_keypoints_2d"] = None  # remade from them
         return state
+
+    @property
+    def source_keypoints_2d(self) -> np.ndarray:
+        """(N, 21, 2) every unique sample's keypoints projected into its source image, px; made once per process
+        (~1 s per million samples) so that an item's crop needs one small product for them (the occluder's place)."""
+        if self._source_keypoints_2d is None:
+            self._source_keypoints_2d = project(self.arrays["xyz"], self.arrays["K"])
+        return self._source_keypoints_2d
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -254,41 +264,40 @@ class FreiHANDDataset(Dataset):
         return None
 
     def _fill_image(self, planes: np.ndarray, index: int, image: np.ndarray, seed: int | None
-                    ) -> tuple[int, CropGeometry, np.ndarray]:
+                    ) -> tuple[int, CropGeometry]:
         """Crops (and with a seed, augments) image file `index` (its (H, W, 3) uint8 BGR `image`) into `planes`
-        (3, S, S); returns the index, the crop geometry and the item's (21, 3) keypoints (m, crop camera frame)."""
+        (3, S, S); returns the index and the crop geometry."""
         sample_id = index % self.num_unique
         arrays = self.arrays
         rng = self._item_rng(seed) if seed is not None else None
         geometry = sample_crop(arrays["K"][sample_id], (image.shape[1], image.shape[0]), self.input_size, self.augment,
                                rng)
         crop = warp_image(image, geometry, bgr=True)  # (S, S, 3) uint8 RGB, a new array
-        keypoints_3d = rotate_points(arrays["xyz"][sample_id], geometry)  # (21, 3) m
-        if rng is not None:  # the occluder is placed on the hand: it needs the 2D keypoints
-            photometric(crop, self.augment, rng, project(keypoints_3d, geometry.K), out=crop)
+        if rng is not None:  # the occluder goes on the hand: the 2D keypoints, carried into the crop by its affine map
+            affine = geometry.affine
+            keypoints_2d = self.source_keypoints_2d[sample_id] @ affine[:2, :2].T + affine[:2, 2]  # (21, 2) px
+            photometric(crop, self.augment, rng, keypoints_2d, out=crop)
         to_chw(crop, out=planes)
-        return index, geometry, keypoints_3d
+        return index, geometry
 
-    def _fill_labels(self, batch: dict[str, np.ndarray], made: list[tuple[int, CropGeometry, np.ndarray]]
+    def _fill_labels(self, batch: dict[str, np.ndarray], made: list[tuple[int, CropGeometry]]
                      ) -> list[dict[str, bool | int]]:
         """Writes the labels of every item of `batch` (`made`: what `_fill_image` returned per slot); returns the
         items' scalars. One stacked operation per field: B items cost about what one did item by item."""
-        indices = np.array([index for index, _, _ in made], dtype=np.int64)  # (B,)
+        indices = np.array([index for index, _ in made], dtype=np.int64)  # (B,)
         sample_ids = indices % self.num_unique
-        rotations = np.stack([geometry.rotation for _, geometry, _ in made])  # (B, 3, 3)
-        Ks = np.stack([geometry.K for _, geometry, _ in made])  # (B, 3, 3) crop intrinsics, float64
+        rotations = np.stack([geometry.rotation for _, geometry in made])  # (B, 3, 3) R_z
+        Ks = np.stack([geometry.K for _, geometry in made])  # (B, 3, 3) crop intrinsics, float64
         batch["K"][:] = Ks
-        keypoints_3d = np.stack([keypoints for _, _, keypoints in made])  # (B, 21, 3) m
+        keypoints_3d = rotate_points(self.arrays["xyz"][sample_ids], rotations)  # (B, 21, 3) m
         batch["keypoints_3d"][:] = keypoints_3d
-        uvw = keypoints_3d.astype(np.float64) @ Ks.transpose(0, 2, 1)  # (B, 21, 3)
-        batch["keypoints_2d"][:] = uvw[..., :2] / np.maximum(uvw[..., 2:], 1e-9)  # px, as `project`
-        verts = self.arrays["verts"][sample_ids].astype(np.float64)  # (B, 778, 3) m
-        batch["vertices"][:] = verts @ rotations.transpose(0, 2, 1)
+        batch["keypoints_2d"][:] = project(keypoints_3d, Ks)  # (B, 21, 2) px
+        batch["vertices"][:] = rotate_points(self.arrays["verts"][sample_ids], rotations)  # (B, 778, 3) m
         has_mano = "mano" in self.arrays
         if has_mano:
             mano = self.arrays["mano"][sample_ids]  # (B, 61)
             batch["mano_pose"][:] = [rotate_global_orient(pose, geometry)
-                                     for pose, (_, geometry, _) in zip(mano[:, :NUM_POSE_PARAMS], made)]
+                                     for pose, (_, geometry) in zip(mano[:, :NUM_POSE_PARAMS], made)]
             batch["mano_shape"][:] = mano[:, NUM_POSE_PARAMS : NUM_POSE_PARAMS + NUM_BETAS]
         else:
             batch["mano_pose"][:] = 0.0

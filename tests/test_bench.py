@@ -1,5 +1,6 @@
 """`handmesh bench`: the timing helper against known durations and sizes, the headline numbers from their parts, the
-aggregation of parts (missing / failing parts reported, the others still run), and the model part end to end."""
+aggregation of parts (missing / failing parts reported, the others still run), the model part end to end and the
+data part on a given folder."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from handmesh.bench import model as model_bench
+from handmesh.bench import data as data_bench, model as model_bench
 from handmesh.bench.timing import PeakMemory, Timing, bench_threads, matmul_gflops, time_call, time_interleaved
 from handmesh.cli import main
 from handmesh.commands import bench as bench_command
+
+from conftest import TINY_TRAIN
 
 
 def test_time_call_measures_a_known_duration():
@@ -126,3 +129,16 @@ def test_model_bench_quick(capsys):
                                     if f"{name}_ms" in result and name != "train_time")
     assert "compile_skipped" in result  # --quick leaves out torch.compile, and says so
     assert 0.2 < result["gflops"] < 2  # fastvit_t8 at 128 px: about 0.36 GFLOP (1.4 GFLOP at 256 px per timm)
+
+
+def test_data_bench_reads_a_given_folder_through_the_workers(tiny_root):
+    result = data_bench.run(quick=True, root=tiny_root)
+    assert "synth_samples_per_s" not in result  # the given folder is read, nothing is synthesised
+    assert (result["loader_images"], result["loader_workers"], result["loader_input_size"]) == (4 * TINY_TRAIN, 2, 224)
+    assert result["loader_to_decode_ratio"] == pytest.approx(
+        result["loader_images_per_s"] / result["decode_images_per_s"], rel=0.01, abs=2e-3)
+    if "loader_cpu_ms_per_image" in result:  # Linux: the workers' CPU time read from /proc
+        assert result["loader_to_decode_cpu_ratio"] == pytest.approx(
+            2 * result["decode_cpu_ms_per_image"] / result["loader_cpu_ms_per_image"], rel=0.02, abs=2e-3)
+        assert 0 < result["decode_cpu_ms_per_image"] < result["loader_cpu_ms_per_image"]  # decode is part of loading
+    assert result["cache_json_mb_per_s"] > 0

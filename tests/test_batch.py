@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
-from handmesh.data.batch import BatchItems, allocate, collate_items, item_fields
+from handmesh.data.batch import BatchItems, allocate, collate_items, item_fields, share
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.data.transforms import Augmentation
 
@@ -39,6 +39,18 @@ def test_allocate_gives_contiguous_views_of_one_storage():
         tensor.fill_(0)
     batch["vertices"].fill_(1.5)
     assert not batch["image"].any() and not batch["K"].any() and batch["vertices"].eq(1.5).all()
+
+
+def test_share_copies_a_batch_into_one_block_of_shared_memory():
+    batch = allocate(3, 16)
+    for number, tensor in enumerate(batch.values()):
+        tensor.copy_(torch.arange(tensor.numel()).reshape(tensor.shape) % (number + 2))  # a distinct pattern per field
+    shared = share(batch)
+    _assert_same_batch(shared, batch)
+    assert len(_storages(shared)) == 1 and _storages(shared) != _storages(batch)
+    assert all(tensor.is_shared() and tensor.is_contiguous() for tensor in shared.values())
+    batch["vertices"].fill_(7.0)  # a copy: the builder's block can be reused for the next batch
+    assert not shared["vertices"].eq(7.0).all()
 
 
 def test_a_built_batch_equals_default_collate_of_the_items(tiny_root):

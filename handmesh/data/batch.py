@@ -13,11 +13,12 @@ sequence of per-item dicts, and `default_collate` stacks them exactly as it does
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data import default_collate
 
 from handmesh.joints import NUM_BETAS, NUM_KEYPOINTS, NUM_POSE_PARAMS, NUM_VERTICES
 
@@ -45,8 +46,7 @@ SCALARS = ("has_mano", "sample_id", "version", "index")  # per item: Python bool
 
 
 def allocate(batch_size: int, input_size: int) -> dict[str, torch.Tensor]:
-    """Uninitialised batch tensors (B, *item shape) as contiguous views of one storage; inside a DataLoader worker
-    that storage is shared memory from the start (as `default_collate` allocates), so handing it over copies nothing."""
+    """Uninitialised batch tensors (B, *item shape) as contiguous views of one new private storage."""
     fields = item_fields(input_size)
     sizes = {key: batch_size * int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
              for key, (shape, dtype) in fields.items()}  # bytes
@@ -54,13 +54,32 @@ def allocate(batch_size: int, input_size: int) -> dict[str, torch.Tensor]:
     for key, size in sizes.items():
         offsets[key] = total
         total += -(-size // _ALIGN) * _ALIGN
-    in_worker = get_worker_info() is not None
-    storage = torch.UntypedStorage._new_shared(total) if in_worker else torch.UntypedStorage(total)
-    block = torch.empty(0, dtype=torch.uint8).set_(storage)  # (total,) bytes
+    block = torch.empty(total, dtype=torch.uint8)  # (total,) bytes
     return {
         key: block[offsets[key] : offsets[key] + sizes[key]].view(dtype).view(batch_size, *shape)
         for key, (shape, dtype) in fields.items()
     }
+
+
+def share(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of `batch` (from `allocate`) in one new block of shared memory, the form a DataLoader worker hands over.
+
+    The bytes go in through the shared file (`os.pwrite`, torch's default "file_descriptor" sharing) rather than
+    through its mapping: filling a fresh shared mapping page by page costs a fault per 4 KiB page (~6.5 ms instead of
+    ~3.5 ms per 5 MB batch measured here), while the batch itself is built in memory the process reuses."""
+    source = next(iter(batch.values())).untyped_storage()
+    nbytes = source.nbytes()
+    target = torch.UntypedStorage._new_shared(nbytes)  # as `default_collate` allocates in a worker
+    if hasattr(os, "pwrite") and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
+        fd, _ = target._share_fd_cpu_()  # the file torch hands over (and would look up itself when pickling)
+        data = memoryview(torch.empty(0, dtype=torch.uint8).set_(source).numpy())
+        written = 0
+        while written < nbytes:
+            written += os.pwrite(fd, data[written:], written)
+    else:
+        target.copy_(source)
+    return {key: torch.empty(0, dtype=tensor.dtype).set_(target, tensor.storage_offset(), tensor.shape, tensor.stride())
+            for key, tensor in batch.items()}
 
 
 class BatchItems(Sequence):

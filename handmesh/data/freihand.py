@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from handmesh.data.annotations import load_annotation
-from handmesh.data.batch import BatchItems, allocate
+from handmesh.data.batch import BatchItems, allocate, share
 from handmesh.data.transforms import (
     Augmentation,
     CropGeometry,
@@ -189,6 +189,7 @@ class FreiHANDDataset(Dataset):
         self.skipped: list[str] = []  # unreadable images met in "skip" mode (per process)
         self._rng = np.random.Generator(np.random.PCG64(0))  # re-seeded for every augmented item (`_item_rng`)
         self._source_keypoints_2d: np.ndarray | None = None  # (N, 21, 2) px, made on first use
+        self._worker_batches: dict[int, dict[str, torch.Tensor]] = {}  # batch size -> `_worker_batch`
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -197,6 +198,7 @@ class FreiHANDDataset(Dataset):
         state = self.__dict__.copy()
         state["_arrays"] = None  # memory maps are reopened in each worker, never pickled (that would copy them)
         state["_source_keypoints_2d"] = None  # remade from them
+        state["_worker_batches"] = {}
         return state
 
     @property
@@ -226,12 +228,21 @@ class FreiHANDDataset(Dataset):
         Images are made one by one (decode, crop, augment, into the batch's planes); the labels of the whole batch
         then in a few array operations, and the items' augmentation seeds in one draw (per-item numpy and torch
         calls cost tens of microseconds each between OpenCV calls)."""
-        batch = allocate(len(positions), self.input_size)
+        in_worker = get_worker_info() is not None
+        batch = self._worker_batch(len(positions)) if in_worker else allocate(len(positions), self.input_size)
         arrays = {key: tensor.numpy() for key, tensor in batch.items()}  # (B, ...) views to write the items into
         seeds = torch.randint(0, 2**62, (len(positions),)).tolist() if self.augment is not None else None
         made = [self._fill_image(arrays["image"][slot], *self._read(position), seeds and seeds[slot])
-                for slot, position in enumerate(positions)]  # (index, geometry, (21, 3) keypoints) per item
-        return BatchItems(batch, self._fill_labels(arrays, made))
+                for slot, position in enumerate(positions)]  # (index, geometry) per item
+        scalars = self._fill_labels(arrays, made)
+        return BatchItems(share(batch) if in_worker else batch, scalars)
+
+    def _worker_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A DataLoader worker's batch to build in, reused for every batch of this size (`batch.share` copies it out
+        to the process that asked for it): memory the process already has costs no page faults."""
+        if batch_size not in self._worker_batches:
+            self._worker_batches[batch_size] = allocate(batch_size, self.input_size)
+        return self._worker_batches[batch_size]
 
     def _read(self, position: int) -> tuple[int, np.ndarray]:
         """(image file number, (H, W, 3) uint8 BGR) for `position`, or the next readable one in "skip" mode."""

@@ -3,7 +3,8 @@
 A DataLoader worker passes every tensor of a batch to the main process through shared memory: one segment and one
 file-descriptor round trip per *storage*. A default-collated batch dict has 11 tensors, so 11 of them (~0.7 ms per
 224 px image on 2 cores, more than a JPEG decode). Here the dataset writes a batch straight into views of ONE storage
-(`allocate`): the same keys, shapes and dtypes as `default_collate` makes, each view contiguous, one hand-over.
+(`allocate`) and a worker copies that block into shared memory in one write (`share`): the same keys, shapes and
+dtypes as `default_collate` makes, each view contiguous, one hand-over.
 
     loader = DataLoader(dataset, batch_size=32, num_workers=2, collate_fn=collate_items)  # batches: dicts as before
 

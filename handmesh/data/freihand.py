@@ -222,8 +222,9 @@ class FreiHANDDataset(Dataset):
         return self.__getitems__([position])[0]
 
     def __getitems__(self, positions: list[int]) -> BatchItems:
-        """The items at `positions` built straight into one batch (`batch.allocate`): what a DataLoader calls with
-        each batch's indices. `batch.collate_items` takes the batch as it is; `default_collate` the items one by one.
+        """The items at `positions` built straight into one batch (`batch.allocate`; in a DataLoader worker a reused
+        one, copied into shared memory at the end by `batch.share`): what a DataLoader calls with each batch's indices.
+        `batch.collate_items` takes the batch as it is; `default_collate` the items one by one.
 
         Images are made one by one (decode, crop, augment, into the batch's planes); the labels of the whole batch
         then in a few array operations, and the items' augmentation seeds in one draw (per-item numpy and torch

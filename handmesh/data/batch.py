@@ -71,7 +71,8 @@ def share(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     source = next(iter(batch.values())).untyped_storage()
     nbytes = source.nbytes()
     target = torch.UntypedStorage._new_shared(nbytes)  # as `default_collate` allocates in a worker
-    if hasattr(os, "pwrite") and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
+    by_file = hasattr(os, "pwrite") and hasattr(target, "_share_fd_cpu_")  # POSIX, and torch's fd sharing at hand
+    if by_file and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
         fd, _ = target._share_fd_cpu_()  # the file torch hands over (and would look up itself when pickling)
         data = memoryview(torch.empty(0, dtype=torch.uint8).set_(source).numpy())
         written = 0

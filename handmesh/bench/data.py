@@ -7,10 +7,10 @@
   image is recorded too (workers read from /proc on Linux), and with it the ratio two otherwise idle cores would give:
   `loader_to_decode_cpu_ratio` = 2 x decode CPU per image / loader CPU per image (workers + main process).
   The loader is built as FreiHANDDataModule builds its loaders (`collate_fn=collate_items`: a batch is one block).
-  Measured 2026-11-24 on the shared 2-core machine at load 6.3-7.4 (other engineers' training; the wall-clock ratio
-  then mostly measures that load: 0.14-0.26): CPU ratio 0.51 / 0.54 / 0.45 / 0.48 / 0.49 / 0.46 in six runs, median
-  0.48 (loader 1.08-1.30 ms of CPU per image, decode 0.27-0.31 ms); 0.33 before (1.90 ms per image), when every batch
-  came over as 11 shared-memory tensors.
+  Measured 2026-11-24 on the shared 2-core machine at load 4.8-7.4 (other engineers' training; the wall-clock ratio
+  then mostly measures that load: 0.14-0.39): CPU ratio in nine runs 0.41-0.54, median 0.49 (loader 1.08-1.30 ms of
+  CPU per image, decode 0.27-0.32 ms); 0.33 before (1.90 ms per image), when every batch came over as 11
+  shared-memory tensors.
 - synth: samples/s of `handmesh synth` (the set the loader reads is generated first, in a temporary folder).
 - cache: MB/s of converting an annotation JSON into its .npy cache (the one-time cost; FreiHAND's verts JSON is
   ~1.5 GB).

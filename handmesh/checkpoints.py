@@ -19,6 +19,8 @@ import torch
 from handmesh.errors import CheckpointError
 
 METADATA_KEY = "handmesh"  # checkpoint["handmesh"] = {"format": ..., "model_args": {...}, "mano": {...}}
+# Construction arguments added after FORMAT_VERSION was set, with the value that rebuilds the older networks.
+LATER_MODEL_ARGS = {"keypoint_head": False}
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.model`
 _WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
@@ -79,6 +81,8 @@ def metadata(checkpoint: dict, path: str | os.PathLike) -> dict:
             f"{path} uses handmesh checkpoint format {entry.get('format')}, expected {FORMAT_VERSION}; "
             "use the handmesh version that wrote it, or train again."
         )
+    for key, value in LATER_MODEL_ARGS.items():  # checkpoints written before the argument existed
+        entry["model_args"].setdefault(key, value)
     return entry
 
 

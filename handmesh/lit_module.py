@@ -28,9 +28,9 @@ STAGES = ("val", "test")
 class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
 
-    encoder / input_size / head / mean_camera / pose_pca: the network (see HandModel). pretrained: None, "timm"
-    (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR, data/mano, else
-    the stand-in). loss_weights: see `losses.LossWeights`.
+    encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the network (see HandModel). pretrained:
+    None, "timm" (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,
+    data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
     """
@@ -44,6 +44,7 @@ class HandMeshModule(pl.LightningModule):
         drop_path_rate: float = 0.0,
         mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
         pose_pca: int = 0,
+        keypoint_head: bool = False,
         mano_dir: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 1e-4,
@@ -60,7 +61,7 @@ class HandMeshModule(pl.LightningModule):
         rank_zero_info(source.describe())
         self.model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size, head=head,
                                pretrained=pretrained, drop_path_rate=drop_path_rate, mean_camera=mean_camera,
-                               pose_pca=pose_pca)
+                               pose_pca=pose_pca, keypoint_head=keypoint_head)
         self.loss_weights = loss_weights
         self.metrics = torch.nn.ModuleDict({stage: FreiHANDMetric() for stage in STAGES})  # separate state per stage
 
@@ -73,6 +74,7 @@ class HandMeshModule(pl.LightningModule):
             output.keypoints_rel, output.vertices_rel, output.keypoints_2d, output.pose_rotmat, output.betas,
             batch["keypoints_3d"], batch["vertices"], batch["keypoints_2d"], target_pose, batch["mano_shape"],
             batch["has_mano"], crop_size=batch["image"].shape[-1], weights=self.loss_weights,
+            pred_keypoints_2d_heatmap=output.keypoints_2d_heatmap,
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -121,7 +123,8 @@ class HandMeshModule(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         groups = []
-        for module, lr in ((self.model.encoder, hp.lr * hp.encoder_lr_mult), (self.model.regressor, hp.lr)):
+        heads = [self.model.regressor] + ([self.model.keypoint_head] if self.model.keypoint_head is not None else [])
+        for module, lr in ((self.model.encoder, hp.lr * hp.encoder_lr_mult), *((head, hp.lr) for head in heads)):
             decay, no_decay = [], []
             for name, parameter in module.named_parameters():
                 if parameter.requires_grad:

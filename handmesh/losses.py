@@ -26,6 +26,7 @@ class LossWeights:
     keypoints_aligned: float = 5.0  # L1, metres, 21 keypoints after similarity alignment (what PA-MPJPE measures)
     vertices: float = 5.0  # L1, metres, root-relative 778 vertices
     keypoints_2d: float = 1.0  # L1, crop widths, 21 keypoints reprojected through the predicted camera and K
+    keypoints_2d_heatmap: float = 1.0  # L1, crop widths, the keypoint head's 21 positions (models with that head)
     mano_pose: float = 0.1  # squared error of the 16 rotation matrices, where MANO ground truth exists
     mano_shape: float = 0.01  # squared error of betas, where MANO ground truth exists
     shape_prior: float = 0.001  # betas^2: keeps the shape near MANO's mean where nothing else constrains it
@@ -101,8 +102,10 @@ def hand_losses(
     has_mano: torch.Tensor,  # (B,) bool
     crop_size: int,
     weights: LossWeights,
+    pred_keypoints_2d_heatmap: torch.Tensor | None = None,  # (B, 21, 2) pixels, from a keypoint head
 ) -> dict[str, torch.Tensor]:
-    """Every term, unweighted, plus "total" = the weighted sum. Keys match `LossWeights` fields."""
+    """Every term, unweighted, plus "total" = the weighted sum. Keys match `LossWeights` fields; the keypoint-head
+    term only where there is a keypoint head."""
     terms = {
         "keypoints_3d": keypoint_3d_loss(pred_keypoints_rel, root_relative(target_keypoints_3d, target_keypoints_3d)),
         "keypoints_aligned": aligned_keypoint_loss(pred_keypoints_rel, target_keypoints_3d),
@@ -112,6 +115,8 @@ def hand_losses(
         "mano_shape": shape_loss(pred_betas, target_betas, has_mano),
         "shape_prior": shape_prior(pred_betas),
     }
+    if pred_keypoints_2d_heatmap is not None:
+        terms["keypoints_2d_heatmap"] = reprojection_loss(pred_keypoints_2d_heatmap, target_keypoints_2d, crop_size)
     weight = weights.as_dict()
     terms["total"] = sum(weight[name] * value for name, value in terms.items() if weight[name] != 0.0)
     return terms

@@ -11,6 +11,7 @@ from handmesh.joints import NUM_POSE_PARAMS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel
+from handmesh.models.keypoint_head import expected_positions
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -103,7 +104,7 @@ def test_reparameterisation_keeps_the_mesh(mano):
 def test_construction_args_rebuild_the_same_network(mano, model):
     args = model.construction_args()
     assert args == {"encoder": "fastvit_t8", "input_size": SIZE, "head": "ief", "mean_camera": list(model.mean_camera),
-                    "pose_pca": 0}
+                    "pose_pca": 0, "keypoint_head": False}
     rebuilt = HandModel(mano, **args).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     images, K = _inputs()
@@ -123,3 +124,29 @@ def test_mano_stays_float32_under_bfloat16_autocast(model):
 def test_bad_input_size(mano):
     with pytest.raises(HandmeshError, match="multiple of 32"):
         HandModel(mano, encoder="fastvit_t8", input_size=100)
+
+
+def test_keypoint_readout_is_the_weighted_cell_centre():
+    logits = torch.full((1, 2, 4, 6), -1e4)
+    logits[0, 0, 2, 5] = 0.0  # one cell: its centre, (j + 0.5) * stride - 0.5 px
+    logits[0, 1, 1, 0] = logits[0, 1, 3, 2] = 0.0  # two equal cells: halfway between their centres
+    positions = expected_positions(logits, stride=16)
+    torch.testing.assert_close(positions[0, 0], torch.tensor([87.5, 39.5]))
+    torch.testing.assert_close(positions[0, 1], torch.tensor([(7.5 + 39.5) / 2, (23.5 + 55.5) / 2]))
+
+
+def test_keypoint_head_feeds_the_regressor(mano):
+    torch.manual_seed(4)
+    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE, keypoint_head=True).eval()
+    assert model.construction_args()["keypoint_head"] is True
+    images, K = _inputs()
+    with torch.no_grad():
+        out = model(images, K)
+        assert out.keypoints_2d_heatmap.shape == (2, 21, 2)
+        assert ((out.keypoints_2d_heatmap >= -0.5) & (out.keypoints_2d_heatmap <= SIZE - 0.5)).all()
+        model.keypoint_head.maps[-1].bias[:] = 0.0
+        model.keypoint_head.maps[-1].weight.normal_(0.0, 1.0)  # other positions ...
+        moved = model(images, K)
+    assert (moved.keypoints_2d_heatmap - out.keypoints_2d_heatmap).abs().max() > 1.0
+    assert (moved.vertices - out.vertices).abs().max() > 0.0  # ... another mesh: the regressor reads them
+    assert HandModel(mano, encoder="fastvit_t8", input_size=SIZE)(images, K).keypoints_2d_heatmap is None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from handmesh.checkpoints import METADATA_KEY, atomic_save
+from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, atomic_save, metadata
 from handmesh.cli import main
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
@@ -108,6 +108,11 @@ def test_bad_checkpoints_are_clear_errors(checkpoint, tmp_path):
     atomic_save(content, other)
     with pytest.raises(CheckpointError, match="does not fit the network"):
         Predictor.from_checkpoint(other)
+
+
+def test_checkpoints_from_before_an_argument_existed_rebuild_their_network():
+    old = {METADATA_KEY: {"format": FORMAT_VERSION, "model_args": {"encoder": "fastvit_t8", "input_size": 128}}}
+    assert metadata(old, "old.ckpt")["model_args"]["keypoint_head"] is False  # written before the keypoint head
 
 
 def test_a_model_trained_on_another_hand_model_is_flagged(checkpoint, tmp_path):

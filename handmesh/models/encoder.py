@@ -50,12 +50,27 @@ class Encoder(nn.Module):
             self.load_backbone_weights(pretrained)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)
+        return self.backbone.forward_features(self._normalise(images))  # (B, C, S/32, S/32)
+
+    def forward_with_stage(self, images: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (final features (B, C, S/32, S/32), the output of stage `stage` (0-3) (B, C_stage, S/s, S/s) with
+        s = `stage_stride(stage)`), from one pass."""
+        final, (intermediate,) = self.backbone.forward_intermediates(self._normalise(images), indices=[stage])
+        return final, intermediate
+
+    def stage_channels(self, stage: int) -> int:
+        return self.backbone.feature_info[stage]["num_chs"]
+
+    def stage_stride(self, stage: int) -> int:
+        return self.backbone.feature_info[stage]["reduction"]
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 or float in [0, 1] -> float, normalised with the model's mean and std."""
         x = images.float()
         if images.dtype == torch.uint8:
             x = x * (1 / 255)  # uint8 batches cross processes and devices 4x lighter than float32 ones
-        x = ((x - self.mean) / self.std).contiguous()  # (B, 3, S, S) normalised
-        return self.backbone.forward_features(x)  # (B, C, S/32, S/32)
+        # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)
+        return ((x - self.mean) / self.std).contiguous()
 
     def load_backbone_weights(self, path: str | os.PathLike) -> None:
         """Load a timm state dict file into the backbone, strictly on the backbone keys; the classifier is ignored."""

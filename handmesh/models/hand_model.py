@@ -13,11 +13,13 @@ from torch import nn
 
 from handmesh.errors import HandmeshError
 from handmesh.geometry import project_points, rot6d_to_rotmat, rotmat_to_rot6d, weak_perspective_to_translation
-from handmesh.joints import NUM_POSE_PARAMS, ROOT_KEYPOINT
+from handmesh.joints import NUM_KEYPOINTS, NUM_POSE_PARAMS, ROOT_KEYPOINT
 
 NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
 from handmesh.mano import ManoLayer
 from handmesh.models.encoder import Encoder
+from handmesh.models.keypoint_head import STAGE as KEYPOINT_STAGE
+from handmesh.models.keypoint_head import KeypointHead
 from handmesh.models.regressor import build_regressor
 
 # A typical weak-perspective camera (s, tx, ty) for a hand centred in the crop: on `handmesh synth` data (FreiHAND-like
@@ -39,6 +41,7 @@ class HandOutput:
     betas: torch.Tensor  # (B, 10)
     vertices_rel: torch.Tensor  # (B, 778, 3) relative to the wrist keypoint
     keypoints_rel: torch.Tensor  # (B, 21, 3) relative to the wrist keypoint (row 0 is zero)
+    keypoints_2d_heatmap: torch.Tensor | None = None  # (B, 21, 2) pixels from the keypoint head, None without one
 
 
 class HandModel(nn.Module):
@@ -50,6 +53,8 @@ class HandModel(nn.Module):
     pose_pca: 0 regresses each finger joint's rotation in 6D (the FastViT/HMR recipe); K > 0 regresses the first K
     coefficients of MANO's pose PCA (`hands_components`, around `hands_mean`) instead: a low-dimensional pose space
     whose leading components (overall curl, spread) are learned first, which is what a short CPU run needs.
+    keypoint_head: also locate the 21 keypoints in 2D from a mid-level feature map (`KeypointHead`, supervised in
+    2D) and give the regressor those positions next to the pooled features.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class HandModel(nn.Module):
         drop_path_rate: float = 0.0,
         mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
         pose_pca: int = 0,
+        keypoint_head: bool = False,
     ):
         super().__init__()
         if input_size % 32 or input_size < 32:
@@ -81,12 +87,16 @@ class HandModel(nn.Module):
         # pose layout: global rotation in 6D, then the fingers: 15 rotations in 6D, or `pose_pca` PCA coefficients
         fingers = torch.zeros(pose_pca) if pose_pca else rotmat_to_rot6d(mean_pose[1:]).reshape(-1)  # 0 = hands_mean
         start = torch.cat([rotmat_to_rot6d(mean_pose[0]), fingers])
-        self.regressor = build_regressor(head, self.encoder.num_features, start, self.mean_camera)
+        self.keypoint_head = (KeypointHead(self.encoder.stage_channels(KEYPOINT_STAGE),
+                                           self.encoder.stage_stride(KEYPOINT_STAGE)) if keypoint_head else None)
+        cue_dim = 2 * NUM_KEYPOINTS if keypoint_head else 0  # keypoint positions, crop units centred on the crop
+        self.regressor = build_regressor(head, self.encoder.num_features, start, self.mean_camera, cue_dim=cue_dim)
 
     def construction_args(self) -> dict:
         """Plain values that rebuild this network's structure (weights come from the state dict)."""
         return {"encoder": self.encoder.name, "input_size": self.input_size, "head": self.head_name,
-                "mean_camera": list(self.mean_camera), "pose_pca": self.pose_pca}
+                "mean_camera": list(self.mean_camera), "pose_pca": self.pose_pca,
+                "keypoint_head": self.keypoint_head is not None}
 
     def pose_rotations(self, pose: torch.Tensor) -> torch.Tensor:
         """Regressed pose (B, P) -> (B, 16, 3, 3) full MANO rotations (see the layout in __init__)."""
@@ -101,7 +111,14 @@ class HandModel(nn.Module):
         crop_size = images.shape[-1]
         if images.shape[-2] != crop_size:
             raise ValueError(f"expected square crops (B, 3, S, S), got {tuple(images.shape)}")
-        params = self.regressor(self.encoder(images))
+        heatmap_2d = None
+        if self.keypoint_head is None:
+            params = self.regressor(self.encoder(images))
+        else:
+            features, stage_features = self.encoder.forward_with_stage(images, KEYPOINT_STAGE)
+            heatmap_2d = self.keypoint_head(stage_features)  # (B, 21, 2) px
+            cues = (heatmap_2d / crop_size - 0.5).flatten(1)  # (B, 42) crop widths from the crop centre
+            params = self.regressor(features, cues)
         # MANO and the camera in float32 even under mixed precision: bf16 would round vertices by millimetres
         with torch.autocast(device_type=images.device.type, enabled=False):
             pose = self.pose_rotations(params.pose.float())  # (B, 16, 3, 3)
@@ -123,6 +140,7 @@ class HandModel(nn.Module):
             betas=betas,
             vertices_rel=vertices_rel,
             keypoints_rel=keypoints_rel,
+            keypoints_2d_heatmap=heatmap_2d,
         )
 
     def reparameterize(self) -> "HandModel":

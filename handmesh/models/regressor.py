@@ -65,23 +65,26 @@ class ParameterHead(nn.Module):
 
 
 class IEFRegressor(ParameterHead):
-    """HMR-style iterative error feedback: params += MLP([pooled features, params]), `iterations` times."""
+    """HMR-style iterative error feedback: params += MLP([pooled features, cues, params]), `iterations` times.
+    cue_dim: length of an optional per-image vector read next to the features (e.g. 2D keypoints), 0 for none."""
 
     def __init__(self, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float],
-                 hidden: int = 1024, iterations: int = 3, dropout: float = 0.1):
+                 cue_dim: int = 0, hidden: int = 1024, iterations: int = 3, dropout: float = 0.1):
         super().__init__(mean_pose, mean_camera)
         self.iterations = iterations
         self.mlp = nn.Sequential(
-            nn.Linear(num_features + self.param_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(num_features + cue_dim + self.param_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
         )
         self.decode = nn.Linear(hidden, self.param_dim)
         nn.init.xavier_uniform_(self.decode.weight, gain=0.01)  # start at the mean (HMR / SPIN practice)
         nn.init.zeros_(self.decode.bias)
 
-    def forward(self, features: torch.Tensor) -> RegressorOutput:
-        """features (B, C, h, w) -> parameters refined from the mean."""
+    def forward(self, features: torch.Tensor, cues: torch.Tensor | None = None) -> RegressorOutput:
+        """features (B, C, h, w), cues (B, cue_dim) or None -> parameters refined from the mean."""
         pooled = features.mean(dim=(2, 3))  # (B, C)
+        if cues is not None:
+            pooled = torch.cat([pooled, cues], dim=-1)  # (B, C + cue_dim)
         params = self.mean_params.expand(pooled.shape[0], -1)  # (B, P + 13)
         for _ in range(self.iterations):
             params = params + self.decode(self.mlp(torch.cat([pooled, params], dim=-1)))
@@ -90,13 +93,14 @@ class IEFRegressor(ParameterHead):
 
 class TransformerRegressor(ParameterHead):
     """One query token (embedding of the mean parameters) cross-attends to the (h*w) feature tokens; a linear layer
-    reads the correction to the mean parameters. Sine positional encodings fit any feature-map size."""
+    reads the correction to the mean parameters. Sine positional encodings fit any feature-map size. An optional
+    per-image cue vector (B, cue_dim) joins the mean parameters in the query."""
 
     def __init__(self, num_features: int, mean_pose: torch.Tensor, mean_camera: tuple[float, float, float],
-                 dim: int = 256, layers: int = 2, heads: int = 8, dropout: float = 0.1):
+                 cue_dim: int = 0, dim: int = 256, layers: int = 2, heads: int = 8, dropout: float = 0.1):
         super().__init__(mean_pose, mean_camera)
         self.project = nn.Linear(num_features, dim)
-        self.query = nn.Linear(self.param_dim, dim)
+        self.query = nn.Linear(self.param_dim + cue_dim, dim)
         layer = nn.TransformerDecoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True,
                                            norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
@@ -104,12 +108,12 @@ class TransformerRegressor(ParameterHead):
         nn.init.xavier_uniform_(self.decode.weight, gain=0.01)
         nn.init.zeros_(self.decode.bias)
 
-    def forward(self, features: torch.Tensor) -> RegressorOutput:
+    def forward(self, features: torch.Tensor, cues: torch.Tensor | None = None) -> RegressorOutput:
         batch, channels, height, width = features.shape
         tokens = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, dim)
         tokens = tokens + sine_positions(height, width, tokens.shape[-1]).to(tokens)
         mean = self.mean_params.expand(batch, -1)  # (B, P + 13)
-        query = self.query(mean).unsqueeze(1)  # (B, 1, dim)
+        query = self.query(mean if cues is None else torch.cat([mean, cues], dim=-1)).unsqueeze(1)  # (B, 1, dim)
         out = self.decoder(query, tokens).squeeze(1)  # (B, dim)
         return self.unpack(mean + self.decode(out))
 
@@ -128,10 +132,11 @@ def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
 
 
 def build_regressor(head: str, num_features: int, mean_pose: torch.Tensor,
-                    mean_camera: tuple[float, float, float]) -> ParameterHead:
-    """The head named `head` ("ief" or "transformer") with its default sizes, refining mean_pose (P,)."""
+                    mean_camera: tuple[float, float, float], cue_dim: int = 0) -> ParameterHead:
+    """The head named `head` ("ief" or "transformer") with its default sizes, refining mean_pose (P,) and reading
+    cue vectors of length cue_dim (0: none)."""
     if head == "ief":
-        return IEFRegressor(num_features, mean_pose, mean_camera)
+        return IEFRegressor(num_features, mean_pose, mean_camera, cue_dim=cue_dim)
     if head == "transformer":
-        return TransformerRegressor(num_features, mean_pose, mean_camera)
+        return TransformerRegressor(num_features, mean_pose, mean_camera, cue_dim=cue_dim)
     raise HandmeshError(f"unknown head {head!r}; expected one of {HEADS}")

@@ -53,12 +53,15 @@ def test_total_is_the_weighted_sum_and_zero_weights_drop_terms():
         pred_pose=axis_angle_to_rotmat(rand(2, 16, 3)), pred_betas=rand(2, 10),
         target_keypoints_3d=rand(2, 21, 3), target_vertices=rand(2, 778, 3), target_keypoints_2d=rand(2, 21, 2) * 64,
         target_pose=axis_angle_to_rotmat(rand(2, 16, 3)), target_betas=rand(2, 10), has_mano=torch.tensor([True, False]),
-        crop_size=64,
+        crop_size=64, pred_keypoints_2d_heatmap=rand(2, 21, 2) * 64,
     )
     weights = LossWeights()
     terms = hand_losses(**inputs, weights=weights)
     expected = sum(getattr(weights, name) * terms[name] for name in weights.as_dict())
     assert terms["total"].item() == pytest.approx(expected.item())
+    headless = hand_losses(**dict(inputs, pred_keypoints_2d_heatmap=None), weights=weights)  # no keypoint head
+    assert "keypoints_2d_heatmap" not in headless
+    assert headless["total"].item() == pytest.approx(expected.item() - terms["keypoints_2d_heatmap"].item())
     # root-relative targets: moving the whole target hand changes nothing in 3D
     shifted = dict(inputs, target_keypoints_3d=inputs["target_keypoints_3d"] + 1.0, target_vertices=inputs["target_vertices"] + 1.0)
     moved = hand_losses(**shifted, weights=weights)

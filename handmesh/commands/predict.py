@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from handmesh.data.batch import collate_items
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import HandmeshError
 from handmesh.inference import Predictor
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int,
                   num_workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_items)  # each batch in one block of shared memory
     keypoints, vertices = [], []
     for batch in tqdm(loader, desc="predict", unit="batch"):
         prediction = predictor.predict_images(batch["image"], batch["K"])

@@ -285,10 +285,8 @@ class FreiHANDDataset(Dataset):
         geometry = sample_crop(arrays["K"][sample_id], (image.shape[1], image.shape[0]), self.input_size, self.augment,
                                rng)
         crop = warp_image(image, geometry, bgr=True)  # (S, S, 3) uint8 RGB, a new array
-        if rng is not None:  # the occluder goes on the hand: the 2D keypoints, carried into the crop by its affine map
-            affine = geometry.affine
-            keypoints_2d = self.source_keypoints_2d[sample_id] @ affine[:2, :2].T + affine[:2, 2]  # (21, 2) px
-            photometric(crop, self.augment, rng, keypoints_2d, out=crop)
+        if rng is not None:  # the occluder goes on the hand: its 2D keypoints, carried into the crop by the affine map
+            photometric(crop, self.augment, rng, self.source_keypoints_2d[sample_id], out=crop, affine=geometry.affine)
         to_chw(crop, out=planes)
         return index, geometry
 

@@ -180,12 +180,14 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def photometric(
     image: np.ndarray, augmentation: Augmentation, rng: np.random.Generator, keypoints_2d: np.ndarray,
-    out: np.ndarray | None = None,
+    out: np.ndarray | None = None, affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """(S, S, 3) uint8 RGB -> augmented: colour jitter, blur, an occluding rectangle near the hand.
 
-    keypoints_2d (21, 2) crop pixels place the occluder so that it covers part of the hand. out: where to write the
-    result (may be `image` itself: in place, no allocation); default a new array (or `image` when nothing applies).
+    keypoints_2d (21, 2) pixels place the occluder so that it covers part of the hand: crop pixels, or with `affine`
+    (3, 3) source pixels that it carries into the crop (only when an occluder is drawn: most items need none).
+    out: where to write the result (may be `image` itself: in place, no allocation); default a new array (or `image`
+    when nothing applies).
     """
     result = image
     if augmentation.color_jitter > 0:
@@ -194,6 +196,8 @@ def photometric(
     if rng.random() < augmentation.blur_prob:
         result = gaussian_blur(result, rng.uniform(0.4, 1.6) * size / 224.0, out)
     if rng.random() < augmentation.occlusion_prob:
+        if affine is not None:
+            keypoints_2d = keypoints_2d @ affine[:2, :2].T + affine[:2, 2]  # (21, 2) crop px
         result = occlude(result, augmentation.occlusion_size, rng, keypoints_2d, out)
     if out is not None and result is not out:
         np.copyto(out, result)

@@ -2,51 +2,52 @@
 
 precision = share of gt points whose nearest predicted point is closer than t; recall = share of predicted points whose
 nearest gt point is closer than t; F = 2PR / (P + R), 0 when both are 0 (lmb-freiburg/freihand `calculate_fscore`).
+The protocol needs nothing from the distances but these comparisons: for each point and threshold, whether some point
+of the other set is strictly closer than t. `nearest_counts` answers exactly that, and nothing more.
 
-Nearest neighbours (`nearest_counts`, one implementation for CPU and GPU): per sample, squared distances from a float32
-GEMM (|a|^2 + |b|^2 - 2 a.b, one matrix gives both directions), restricted to pairs that can be closer than the
-largest threshold: both sets are sorted along the ground truth's principal axis, its points are cut into `ROW_BLOCKS`
-slabs, and each slab is compared only with the predicted points whose projection lies within the largest threshold
-of the slab's projection range (a projection never exceeds a distance, so no pair closer than any threshold is
-skipped, in either direction). Points whose nearest squared distance lies within the GEMM's rounding band of a
-threshold are recomputed exactly in float64 from the given coordinates, summed in scipy's order
-((dx^2 + dy^2) + dz^2), so every decision is the one the official script's k-d trees make. `f_scores` scores several
-predictions (the raw and the aligned mesh) against one ground truth with one principal axis and ordering.
+Method (`_close_counts`, a numba kernel compiled on first use and cached on disk; samples run in parallel on
+`threads` threads): per sample, each set is binned into a uniform grid whose cell is the largest threshold (cells
+sorted with z fastest, so a column of cells is one contiguous run of points). A query point scans the points of its own
+column and of the 8 neighbouring columns, each only over the z-range that the threshold's sphere can reach, nearest
+column first, keeping the smallest squared distance; it stops as soon as every threshold is decided, and once a
+larger threshold is met it only reaches as far as the smaller undecided one. Exact: squared distances are summed in
+float64 in scipy's k-d tree order ((dx^2 + dy^2) + dz^2, no fused multiply-add), and `d < t` is decided as
+`d^2 < limit(t)` with `limit(t)` the smallest double whose square root is >= t (sqrt is correctly rounded, so this is
+the tree's own `sqrt(d^2) < t`, including points exactly at a threshold). The grid reach carries a small margin so
+that rounding in the cell arithmetic never drops a point closer than a threshold. Non-finite points are never anyone's
+neighbour; widely spread sets get coarser cells (at most `MAX_CELLS_PER_POINT` cells a point), down to one cell.
+Tensors on another device are scored on the CPU and the counts returned to their device.
 
-Measured on 256 FreiHAND-sized hand pairs (raw and aligned predictions), one thread, on the shared 2-core machine
-at load 6-7, CPU time per pair: per-sample scipy `cKDTree`s 1.41 ms, a full float32 GEMM (ROW_BLOCKS = 1) 1.86 ms
-(cache-bound), 2 / 4 / 6 / 8 slabs 0.78 / 0.77 / 0.75 / 0.94 ms. Sharing the ground truth's ordering between the raw
-and aligned predictions and sorting CPU rows with numpy (13 vs 44 us a row) took 1.17x less CPU on 1,024 bench hands
-(load ~3.7). The floor of this design: a (195 x 330) mm with both minima costs ~0.85 ns a pair of points, and each
-of the ~20 ops per pair ~5 us of dispatch on the loaded machine.
-Tried and slower here (same bench hands, load 3-4, CPU time against these slabs):
-- bounds from the vertex correspondence (each point against the 8 points nearest its index in a reference hand)
-  decide 64 % / 97 % of the aligned points at 5 / 15 mm but only 3 % / 27 % of the raw ones (~26 mm off); searching
-  only the undecided points (batched per-direction windows, or a 5 mm reach plus full rows) ran at 0.3-1.0x: the
-  bounds and the bookkeeping cost more than the GEMM entries they save;
-- lower bounds from clusters of 6-25 points cut GEMM entries 2.5-5x on paper, but blocks that small cost 17-54 ns
-  an entry in torch (batched small GEMMs alone 5-20 ns, reductions over small dimensions ~3 ns);
-- slabs of 32-130 rows of all samples batched into one bmm per window width: 0.8-1.1x.
-Threads do not pay here: with 2 torch threads the small GEMMs ran 17x slower (OpenMP barriers on a busy machine),
-and 2 Python threads gained nothing (load 2.7: no idle core to gain from).
+Measured on the 3,960 FreiHAND-sized bench hands (raw and aligned predictions), one thread, load ~5 (CPU time): this
+kernel 1.9 s (~150 ns a query point, ~15 candidate points each), the slabbed float32 GEMM search it replaced 5.6 s,
+per-sample scipy trees ~11 s. Tried and slower or no better here (same hands, load ~5):
+- gathering each query cell's 27-cell neighbourhood once and scanning it per query without early exits (SIMD-friendly):
+  1.7-2x slower (4 points a 15 mm cell on a hand surface: too little to share the gathering);
+- finer z cells (1/2-1/5 of the xy cell), two min accumulators, queries in cell order: within 10 %;
+Earlier torch designs (slabbed GEMM with float64 re-check, correspondence upper bounds, cluster lower bounds,
+cross-sample batched slabs) were exact but cost ~0.85 ns a point pair plus ~5 us of dispatch per small op.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 F_THRESHOLDS_M = (0.005, 0.015)  # F@5mm, F@15mm
-ROW_BLOCKS = 4  # ground-truth slabs per sample along the principal axis
-CHUNK = 64  # samples sorted and projected together
-# A K = 5 GEMM's squared distances are off by at most ~30 eps R^2 (5 products, the rounded norms and coordinates;
-# R = largest distance from the ground truth's centroid; 4.5 eps R^2 measured in float32 on hands and Gaussian
-# clouds): points within 64 eps R^2 of a threshold are recomputed.
-_BAND_ULPS = 64
-_WINDOW_MARGIN = 1e-6  # relative: slab windows reach this much beyond the largest threshold (float64 projections)
+MAX_CELLS_PER_POINT = 8  # grid memory bound: cells double in size until there are at most this many a point (+64)
+# The grid reach is each threshold plus these margins, so that rounding in the cell arithmetic (a few ulps of the
+# largest coordinate) never puts a point closer than the threshold outside the scanned cells.
+_REACH_RELATIVE = 1e-6
+_REACH_ULPS = 64
+_EPS = float(np.finfo(np.float64).eps)
+# Column offsets (x, y) around a query's column, nearest first: an early find ends the scan sooner.
+_COLUMNS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1], [-1, -1], [-1, 1], [1, -1], [1, 1]], np.int64)
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,11 @@ def f_score(gt: torch.Tensor, pred: torch.Tensor, thresholds: tuple[float, ...] 
 
 
 def f_scores(gt: torch.Tensor, preds: Sequence[torch.Tensor],
-             thresholds: tuple[float, ...] = F_THRESHOLDS_M) -> list[FScores]:
-    """`f_score` of each prediction (B, M_i, 3) against the same gt (B, N, 3): the gt's principal axis and ordering
-    are computed once (the measures score raw and aligned predictions against one ground truth)."""
-    t = torch.tensor(thresholds, dtype=torch.float64, device=gt.device)
+             thresholds: tuple[float, ...] = F_THRESHOLDS_M, threads: int | None = None) -> list[FScores]:
+    """`f_score` of each prediction (B, M_i, 3) against the same gt (B, N, 3), in one pass over the samples (the
+    measures score raw and aligned predictions against one ground truth); float64 on gt's device."""
     scores = []
-    for pred, (gt_close, pred_close) in zip(preds, nearest_counts(gt.double(), [p.double() for p in preds], t)):
+    for pred, (gt_close, pred_close) in zip(preds, nearest_counts(gt, preds, thresholds, threads)):
         precision = gt_close.double() / gt.shape[1]
         recall = pred_close.double() / pred.shape[1]
         total = precision + recall
@@ -76,123 +76,173 @@ def f_scores(gt: torch.Tensor, preds: Sequence[torch.Tensor],
     return scores
 
 
-def nearest_counts(gt: torch.Tensor, preds: Sequence[torch.Tensor], thresholds: torch.Tensor,
-                   row_blocks: int = ROW_BLOCKS, chunk_size: int = CHUNK) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """gt (B, N, 3), each pred (B, M, 3) float64 metres, thresholds (T,) float64 -> per pred ((B, T) gt points with a
-    predicted point strictly closer than t, (B, T) predicted points with a gt point strictly closer than t); int64,
-    exact."""
-    with one_thread():
-        return _nearest_counts(gt, preds, thresholds, row_blocks, chunk_size)
+def nearest_counts(gt: torch.Tensor, preds: Sequence[torch.Tensor], thresholds: Sequence[float],
+                   threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """gt (B, N, 3), each pred (B, M_i, 3) metres, thresholds (T,) metres in any order -> per pred ((B, T) gt points
+    with a predicted point strictly closer than t, (B, T) predicted points with a gt point strictly closer than t);
+    int64 on gt's device, exact (the decisions of per-sample k-d trees). threads: parallel samples (default: torch's
+    thread count)."""
+    thresholds = [float(t) for t in thresholds]
+    if not all(t > 0 and math.isfinite(t) for t in thresholds):
+        raise ValueError(f"thresholds: expected positive finite distances in metres, found {thresholds}")
+    order = np.argsort(thresholds, kind="stable")  # the kernel decides thresholds in ascending order
+    limits = np.array([squared_limit(thresholds[k]) for k in order])
+    flat = np.concatenate([_points_array(gt), *(_points_array(pred) for pred in preds)], axis=1)  # (B, N + sum M, 3)
+    bounds = np.cumsum([0, gt.shape[1], *(pred.shape[1] for pred in preds)])  # set s is flat[:, bounds[s]:bounds[s+1]]
+    parts = np.array_split(np.arange(flat.shape[0]), max(torch.get_num_threads() if threads is None else threads, 1))
+    parts = [slice(part[0], part[-1] + 1) for part in parts if len(part)]
+    run = lambda part: _close_counts(flat[part], bounds, limits, np.array(thresholds)[order])  # noqa: E731
+    if len(parts) == 1:
+        counts = [run(parts[0])]
+    else:  # the kernel releases the GIL: Python threads run it in parallel
+        with ThreadPoolExecutor(len(parts)) as pool:
+            counts = list(pool.map(run, parts))
+    gt_close = np.concatenate([gt_part for gt_part, _ in counts], axis=1)  # (P, B, T)
+    pred_close = np.concatenate([pred_part for _, pred_part in counts], axis=1)  # (P, B, T)
+    inverse = np.argsort(order)
+    return [(torch.from_numpy(gt_close[p][:, inverse]).to(gt.device),
+             torch.from_numpy(pred_close[p][:, inverse]).to(gt.device)) for p in range(len(preds))]
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run torch's CPU ops on one thread, then restore the caller's setting. The measures' many small GEMMs and
-    reductions ran 17x slower on 2 threads than on 1 on the shared 2-core machine (OpenMP barriers of a busy pool)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def squared_limit(threshold: float) -> float:
+    """The smallest double x with sqrt(x) >= threshold: for d^2 >= 0, sqrt(d^2) < threshold <=> d^2 < x (IEEE sqrt
+    is correctly rounded, hence monotonic)."""
+    x = threshold * threshold
+    while math.sqrt(x) >= threshold:
+        x = math.nextafter(x, -math.inf)
+    while math.sqrt(x) < threshold:
+        x = math.nextafter(x, math.inf)
+    return x
 
 
-def _nearest_counts(gt: torch.Tensor, preds: Sequence[torch.Tensor], thresholds: torch.Tensor, row_blocks: int,
-                    chunk_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    counts = [([], []) for _ in preds]  # per pred: gt-side and pred-side (C, T) counts of each chunk
-    reach = float(thresholds.max()) * (1 + _WINDOW_MARGIN)
-    for start in range(0, gt.shape[0], chunk_size):
-        g = gt[start:start + chunk_size]
-        centre = g.mean(1, keepdim=True)  # (C, 1, 3) small coordinates keep the GEMM's cancellation error small
-        axis = _principal_axis(g - centre)  # (C, 3, 1)
-        g_key, g_order = _sort_rows((g @ axis)[..., 0])
-        g_sorted = _take_rows(g, g_order)
-        gc = g_sorted - centre  # (C, N, 3) float64, sorted along the axis
-        g_extent = _square_norm(gc).amax(-1)  # (C,) m^2
-        left = _gemm_rows(gc.float())  # (C, N, 5)
-        for pred, (gt_parts, pred_parts) in zip(preds, counts):
-            p = pred[start:start + chunk_size]
-            p_key, p_order = _sort_rows((p @ axis)[..., 0])
-            p_sorted = _take_rows(p, p_order)
-            pc = p_sorted - centre  # (C, M, 3) float64, sorted along the same axis
-            band = _BAND_ULPS * torch.finfo(torch.float32).eps * torch.maximum(g_extent, _square_norm(pc).amax(-1))
-            row_min, col_min = _windowed_min_d2(left, g_key, pc.float(), p_key, reach, row_blocks)
-            gt_parts.append(_count_closer(row_min, band, g_sorted, p, thresholds))
-            pred_parts.append(_count_closer(col_min, band, p_sorted, g, thresholds))
-    return [(torch.cat(gt_parts), torch.cat(pred_parts)) for gt_parts, pred_parts in counts]
+def _points_array(points: torch.Tensor) -> np.ndarray:
+    """(B, N, 3) tensor on any device -> float64 numpy array on the CPU."""
+    return points.detach().to("cpu", torch.float64).numpy()
 
 
-def _square_norm(points: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (...) x^2 + y^2 + z^2 summed in that order (scipy's k-d tree order; torch's sum over 3 may not)."""
-    return points[..., 0].square() + points[..., 1].square() + points[..., 2].square()
+@numba.njit(cache=True, nogil=True)
+def _bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """points (N, 3) -> (lowest (3,), highest (3,)) coordinates of the finite points; lowest > highest if none."""
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for i in range(points.shape[0]):
+        if np.isfinite(points[i, 0]) and np.isfinite(points[i, 1]) and np.isfinite(points[i, 2]):
+            for a in range(3):
+                lo[a] = min(lo[a], points[i, a])
+                hi[a] = max(hi[a], points[i, a])
+    return lo, hi
 
 
-def _principal_axis(centred: torch.Tensor) -> torch.Tensor:
-    """centred (C, N, 3) -> (C, 3, 1) unit axis of largest variance (float64)."""
-    return torch.linalg.eigh(centred.transpose(1, 2) @ centred).eigenvectors[..., -1:]
+@numba.njit(cache=True, nogil=True)
+def _grid(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: float):
+    """points (N, 3) with finite bounds lo, hi (3,) -> (xyz (3, F) finite points sorted by cell, start (cells + 1,)
+    first point of each cell, dims (3,) cells along x, y, z, cell size; inf: one cell holds every finite point).
+    Cell (ix, iy, iz) = floor((p - lo) / cell), numbered (ix * dims[1] + iy) * dims[2] + iz."""
+    n = points.shape[0]
+    dims = np.ones(3, np.int64)
+    while lo[0] <= hi[0]:
+        total = 1.0
+        for a in range(3):
+            total *= math.floor((hi[a] - lo[a]) / cell) + 1.0
+        if not math.isfinite(total):  # the extent itself overflows: one cell
+            break
+        if total <= MAX_CELLS_PER_POINT * n + 64:
+            for a in range(3):
+                dims[a] = int(math.floor((hi[a] - lo[a]) / cell)) + 1
+            break
+        cell *= 2.0
+    if dims[0] * dims[1] * dims[2] == 1:
+        cell = np.inf
+    cells = dims[0] * dims[1] * dims[2]
+    index = np.full(n, -1, np.int64)
+    start = np.zeros(cells + 2, np.int64)
+    for i in range(n):
+        if not (np.isfinite(points[i, 0]) and np.isfinite(points[i, 1]) and np.isfinite(points[i, 2])):
+            continue
+        c = 0
+        if math.isfinite(cell):
+            for a in range(3):
+                c = c * dims[a] + min(int(math.floor((points[i, a] - lo[a]) / cell)), dims[a] - 1)
+        index[i] = c
+        start[c + 2] += 1
+    for c in range(2, cells + 2):
+        start[c] += start[c - 1]
+    xyz = np.empty((3, start[cells + 1]))
+    for i in range(n):  # counting sort; start[c + 1] walks through cell c's slots
+        c = index[i]
+        if c >= 0:
+            slot = start[c + 1]
+            start[c + 1] = slot + 1
+            for a in range(3):
+                xyz[a, slot] = points[i, a]
+    return xyz, start[:cells + 1], dims, cell
 
 
-def _sort_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """keys (C, N) -> (sorted keys, order) along dim 1, as `keys.sort(1)` (ties in any order). On the CPU numpy's
-    vectorised sort is used: 3.3x faster than torch's on (64, 778) float64 rows (13 vs 44 us a row, load ~3)."""
-    if keys.device.type != "cpu":
-        return keys.sort(1)
-    order = torch.from_numpy(keys.detach().numpy().argsort(1))
-    return keys.gather(1, order), order
+@numba.njit(cache=True, nogil=True)
+def _count_close(queries, xyz, start, lo, dims, cell, limits, reaches, out) -> None:
+    """queries (M, 3), the other set's `_grid` (xyz, start, lo, dims, cell), limits (T,) ascending `squared_limit`s,
+    reaches (T,) metres -> out (T,) += queries whose nearest point is closer than each threshold."""
+    count = limits.shape[0]
+    single = not math.isfinite(cell)
+    reach2 = (reaches / cell) ** 2  # (T,) in cells, squared
+    for i in range(queries.shape[0]):
+        qx, qy, qz = queries[i, 0], queries[i, 1], queries[i, 2]
+        if not (np.isfinite(qx) and np.isfinite(qy) and np.isfinite(qz)):
+            continue
+        best = np.inf  # smallest squared distance scanned, m^2
+        if single:
+            for j in range(start[0], start[1]):
+                dx, dy, dz = qx - xyz[0, j], qy - xyz[1, j], qz - xyz[2, j]
+                best = min(best, (dx * dx + dy * dy) + dz * dz)
+        else:
+            ux, uy, uz = (qx - lo[0]) / cell, (qy - lo[1]) / cell, (qz - lo[2]) / cell  # in cells
+            if not (-1.0 <= ux < dims[0] + 1.0 and -1.0 <= uy < dims[1] + 1.0 and -1.0 <= uz < dims[2] + 1.0):
+                continue  # farther than a cell (>= every reach) from every point
+            cx, cy = math.floor(ux), math.floor(uy)
+            undecided = count  # thresholds 0 .. undecided - 1 are not met yet
+            for o in range(_COLUMNS.shape[0]):
+                ix, iy = cx + _COLUMNS[o, 0], cy + _COLUMNS[o, 1]
+                if ix < 0 or ix >= dims[0] or iy < 0 or iy >= dims[1]:
+                    continue
+                gx, gy = max(ix - ux, ux - (ix + 1), 0.0), max(iy - uy, uy - (iy + 1), 0.0)  # gap to the column
+                half2 = reach2[undecided - 1] - gx * gx - gy * gy  # squared half-height of the sphere there
+                if half2 < 0.0:
+                    continue
+                half = math.sqrt(half2)
+                z0, z1 = max(math.floor(uz - half), 0), min(math.floor(uz + half), dims[2] - 1)
+                column = (ix * dims[1] + iy) * dims[2]
+                for j in range(start[column + z0], start[column + z1 + 1]):  # empty when z0 > z1
+                    dx, dy, dz = qx - xyz[0, j], qy - xyz[1, j], qz - xyz[2, j]
+                    best = min(best, (dx * dx + dy * dy) + dz * dz)
+                while undecided > 0 and best < limits[undecided - 1]:
+                    undecided -= 1
+                if undecided == 0:
+                    break
+        for k in range(count):
+            if best < limits[k]:
+                out[k] += 1
 
 
-def _take_rows(points: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """points (C, N, 3), order (C, N) -> points[c, order[c]] (C, N, 3); a flat row index (torch.gather is slower)."""
-    flat = order + torch.arange(order.shape[0], device=order.device)[:, None] * points.shape[1]
-    return points.reshape(-1, 3).index_select(0, flat.reshape(-1)).view(points.shape)
-
-
-def _gemm_rows(points: torch.Tensor) -> torch.Tensor:
-    """(C, N, 3) float32 centred -> (C, N, 5) rows [x, y, z, |p|^2, 1] of the squared-distance GEMM."""
-    return torch.cat([points, _square_norm(points)[..., None], torch.ones_like(points[..., :1])], -1)
-
-
-def _windowed_min_d2(left: torch.Tensor, g_key: torch.Tensor, pc: torch.Tensor, p_key: torch.Tensor, reach: float,
-                     row_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """left (C, N, 5) `_gemm_rows` of the centred gt, pc (C, M, 3) float32 centred, sorted by their float64
-    projections g_key (C, N), p_key (C, M). -> ((C, N), (C, M)) float64: smallest squared distance (m^2, float32
-    accuracy) to the other set among pairs whose projections differ by at most `reach` (inf where there is none).
-    Exact for every pair closer than `reach`."""
-    num_g = left.shape[1]
-    right = torch.cat([-2.0 * pc, torch.ones_like(pc[..., :1]), _square_norm(pc)[..., None]], -1)
-    right = right.transpose(1, 2).contiguous()  # (C, 5, M): left @ right = squared distances
-    edges = [num_g * k // row_blocks for k in range(row_blocks + 1)]
-    blocks = [(first, last) for first, last in zip(edges[:-1], edges[1:]) if last > first]
-    bounds = torch.stack([torch.stack([g_key[:, first] - reach, g_key[:, last - 1] + reach], -1)
-                          for first, last in blocks], 1)  # (C, blocks, 2) projection range of each slab's partners
-    columns = torch.stack([torch.searchsorted(p_key, bounds[..., 0].contiguous()),
-                           torch.searchsorted(p_key, bounds[..., 1].contiguous(), right=True)], -1).tolist()
-    slabs = [part.unbind(0) for part in left.split([last - first for first, last in blocks], 1)]  # [block][c]
-    row_parts = []  # (slab,) float32 m^2 per sample and slab, in (C, N) order
-    col_min = torch.full(p_key.shape, float("inf"), device=left.device)  # (C, M)
-    for c, (right_c, col_c) in enumerate(zip(right.unbind(0), col_min.unbind(0))):  # views: slicing costs more
-        for slab, (lo, hi) in zip(slabs, columns[c]):
-            if hi == lo:  # no predicted point near the slab
-                row_parts.append(torch.full(slab[c].shape[:1], float("inf"), device=left.device))
-                continue
-            d2 = slab[c] @ right_c.narrow(1, lo, hi - lo)  # (slab, window) m^2
-            row_parts.append(d2.amin(1))
-            window = col_c.narrow(0, lo, hi - lo)
-            torch.minimum(window, d2.amin(0), out=window)
-    row_min = torch.cat(row_parts).view(g_key.shape)
-    return row_min.double(), col_min.double()
-
-
-def _count_closer(d2: torch.Tensor, band: torch.Tensor, queries: torch.Tensor, points: torch.Tensor,
-                  thresholds: torch.Tensor) -> torch.Tensor:
-    """d2 (C, N) squared nearest distances within band (C,) of the exact ones (or inf: none closer than any
-    threshold); queries (C, N, 3), points (C, M, 3) float64 metres as given -> (C, T) how many queries have their
-    nearest point strictly closer than each threshold. Rows within the band of a threshold are recomputed exactly."""
-    d2 = d2.clamp(min=0.0)
-    squares = (thresholds**2).tolist()  # T is small: 2-D comparisons beat a broadcast (C, N, T) on the CPU
-    ambiguous = torch.stack([(d2 - square).abs() <= band[:, None] for square in squares]).any(0)  # (C, N)
-    if ambiguous.any():
-        c, n = ambiguous.nonzero(as_tuple=True)
-        d2[c, n] = _square_norm(queries[c, n][:, None, :] - points[c]).amin(-1)  # (A,) exact float64
-    distance = d2.sqrt()
-    return torch.stack([(distance < t).sum(1) for t in thresholds.tolist()], 1)
+@numba.njit(cache=True, nogil=True)
+def _close_counts(flat, bounds, limits, thresholds):
+    """flat (B, N + sum M, 3) metres: set 0 (gt) and the predictions side by side, set s = flat[:, bounds[s]:bounds[s
+    + 1]]; limits (T,) ascending `squared_limit`s of thresholds (T,) -> (P, B, T) gt points with a predicted point
+    closer than each threshold, (P, B, T) predicted points with a gt point closer."""
+    sets, batch, count = bounds.shape[0] - 1, flat.shape[0], limits.shape[0]
+    gt_close = np.zeros((sets - 1, batch, count), np.int64)
+    pred_close = np.zeros((sets - 1, batch, count), np.int64)
+    for b in range(batch):
+        lows, highs = np.empty((sets, 3)), np.empty((sets, 3))
+        largest = 0.0  # largest finite coordinate magnitude of the sample, m
+        for s in range(sets):
+            lows[s], highs[s] = _bounds(flat[b, bounds[s]:bounds[s + 1]])
+            if lows[s, 0] <= highs[s, 0]:
+                largest = max(largest, np.abs(lows[s]).max(), np.abs(highs[s]).max())
+        reaches = thresholds * (1.0 + _REACH_RELATIVE) + _REACH_ULPS * _EPS * largest
+        gt = flat[b, bounds[0]:bounds[1]]
+        g_xyz, g_start, g_dims, g_cell = _grid(gt, lows[0], highs[0], reaches[-1])
+        for s in range(1, sets):
+            pred = flat[b, bounds[s]:bounds[s + 1]]
+            p_xyz, p_start, p_dims, p_cell = _grid(pred, lows[s], highs[s], reaches[-1])
+            _count_close(gt, p_xyz, p_start, lows[s], p_dims, p_cell, limits, reaches, gt_close[s - 1, b])
+            _count_close(pred, g_xyz, g_start, lows[0], g_dims, g_cell, limits, reaches, pred_close[s - 1, b])
+    return gt_close, pred_close

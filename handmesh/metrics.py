@@ -18,13 +18,14 @@ numpy/scipy version of the official loop; the tests check that both agree to 1e-
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 from torchmetrics import Metric
 
-from handmesh.fscore import F_THRESHOLDS_M, f_scores, one_thread
+from handmesh.fscore import F_THRESHOLDS_M, f_scores
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
@@ -36,6 +37,18 @@ PER_SAMPLE_KEYS = ("pa_mpjpe_mm", "pa_mpvpe_mm", "mpjpe_mm", "mpvpe_mm", "f5", "
 def pck_thresholds(device: torch.device | str | None = None) -> torch.Tensor:
     """(PCK_STEPS,) float64 metres, bit-identical to the official `np.linspace(0.0, 0.05, 100)`."""
     return torch.from_numpy(np.linspace(PCK_RANGE_M[0], PCK_RANGE_M[1], PCK_STEPS)).to(device)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch's CPU ops on one thread, then restore the caller's setting. The measures' small batched ops ran
+    2.6x slower on 2 threads than on 1 on the shared 2-core machine (OpenMP barriers of a busy pool, load ~3)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -117,9 +130,10 @@ class SampleErrors:
 
 
 def sample_errors(pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_keypoints: torch.Tensor,
-                  gt_vertices: torch.Tensor) -> SampleErrors:
+                  gt_vertices: torch.Tensor, threads: int | None = None) -> SampleErrors:
     """pred_keypoints (B, 21, 3), pred_vertices (B, V, 3), gt_keypoints (B, 21, 3), gt_vertices (B, 778, 3), metres,
-    camera frame. V may differ from the ground truth's count (then only the F-scores use the vertices)."""
+    camera frame. V may differ from the ground truth's count (then only the F-scores use the vertices). threads: the
+    F-scores' nearest-neighbour search scores this many parts of the batch in parallel (default: torch's count)."""
     batch = gt_keypoints.shape[0]
     if pred_keypoints.shape != gt_keypoints.shape or pred_keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"keypoints: expected pred and gt of shape (B, {NUM_KEYPOINTS}, 3), found "
@@ -139,7 +153,7 @@ def sample_errors(pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_
     else:
         vertex = vertex_pa = None
         aligned_v = fit_similarity(pred_kp, gt_kp).apply(pred_v)
-    raw_f, aligned_f = f_scores(gt_v, [pred_v, aligned_v])  # one ground-truth ordering for both
+    raw_f, aligned_f = f_scores(gt_v, [pred_v, aligned_v], threads=threads)  # one pass for both
     return SampleErrors(joint, joint_pa, vertex, vertex_pa, raw_f.fscore, aligned_f.fscore)
 
 
@@ -216,8 +230,9 @@ class FreiHANDMetric(Metric):
                gt_vertices: torch.Tensor) -> None:
         if gt_vertices.shape[1:] != (self.num_vertices, 3):
             raise ValueError(f"gt_vertices: expected (B, {self.num_vertices}, 3), found {tuple(gt_vertices.shape)}")
+        threads = torch.get_num_threads()  # the F-scores' search runs samples in parallel on the caller's threads
         with one_thread():
-            self._update(sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices))
+            self._update(sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices, threads))
 
     def _update(self, errors: SampleErrors) -> None:
         thresholds = pck_thresholds(self.count.device)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from handmesh import metrics_reference as reference
-from handmesh.fscore import f_score, nearest_counts, one_thread
+from handmesh.fscore import f_score
 from handmesh.metrics import (
     PER_SAMPLE_KEYS,
     SCORE_KEYS,
     FreiHANDMetric,
     fit_similarity,
+    one_thread,
     pck_auc,
     per_sample_scores,
     procrustes_align,
@@ -143,46 +143,14 @@ def test_hand_worked_f_score_with_strict_thresholds():
         assert reference.calculate_fscore(gt[0].numpy(), pred[0].numpy(), t)[0] == pytest.approx(expected)
 
 
-def tree_counts(gt: torch.Tensor, pred: torch.Tensor, thresholds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """What the official script decides: scipy k-d tree nearest distances both ways, strict `<`; (B, T) each."""
-    t = thresholds.numpy()
-    gt_close = [(cKDTree(p).query(g)[0][:, None] < t).sum(0) for g, p in zip(gt.numpy(), pred.numpy())]
-    pred_close = [(cKDTree(g).query(p)[0][:, None] < t).sum(0) for g, p in zip(gt.numpy(), pred.numpy())]
-    return np.array(gt_close), np.array(pred_close)
-
-
-@pytest.mark.parametrize("row_blocks", [1, 3, 16])
-def test_nearest_counts_decide_exactly_like_the_trees_even_at_the_thresholds(row_blocks):
-    gt_xyz, gt_verts, pred_xyz, pred_verts = random_set(7, seed=11)
-    gt, pred = torch.from_numpy(gt_verts), torch.from_numpy(pred_verts[:, :700])  # other count: no correspondence
-    # float64 distances at the thresholds: copies of gt vertices moved by 5 mm and 15 mm, whose float32 GEMM
-    # distances fall on either side of the threshold: only the exact re-check decides them like the trees
-    pred[:, :50] = gt[:, :50] + torch.tensor([0.005, 0.0, 0.0], dtype=torch.float64)
-    pred[:, 50:100] = gt[:, 50:100] + torch.tensor([0.0, -0.015, 0.0], dtype=torch.float64)
-    pred[6] += torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)  # far away: no slab has a partner
-    thresholds = torch.tensor([0.005, 0.015, 0.002], dtype=torch.float64)
-    other = torch.from_numpy(pred_verts)  # a second prediction (778 points) sharing the gt's ordering
-    (gt_close, pred_close), (other_gt_close, other_pred_close) = nearest_counts(
-        gt, [pred, other], thresholds, row_blocks=row_blocks, chunk_size=3)
-    expected_gt, expected_pred = tree_counts(gt, pred, thresholds)
-    np.testing.assert_array_equal(gt_close.numpy(), expected_gt)
-    np.testing.assert_array_equal(pred_close.numpy(), expected_pred)
-    for got, expected in zip((other_gt_close, other_pred_close), tree_counts(gt, other, thresholds)):
-        np.testing.assert_array_equal(got.numpy(), expected)
-    assert gt_close[6].tolist() == [0, 0, 0] and 0 < expected_gt[:6, 0].min() < expected_gt[:6, 1].min()
-
-
-def test_nearest_counts_on_hand_worked_points_and_one_thread_is_restored():
-    u = 2.0**-8  # the hand-worked case of test_hand_worked_f_score_with_strict_thresholds
-    hand_gt = torch.tensor([[[0, 0, 0], [3 * u, 0, 0], [8 * u, 0, 0]]], dtype=torch.float64)
-    hand_pred = torch.tensor([[[0, u, 0], [3 * u, 2 * u, 0]]], dtype=torch.float64)
-    before = torch.get_num_threads()
-    [(gt_close, pred_close)] = nearest_counts(hand_gt, [hand_pred],
-                                              torch.tensor([u, 1.5 * u, 2 * u, 3 * u, 6 * u]).double())
-    assert gt_close.tolist() == [[0, 1, 1, 2, 3]] and pred_close.tolist() == [[0, 1, 1, 2, 2]]
-    with one_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+def test_one_thread_runs_torch_on_one_thread_and_restores_the_callers_count():
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_hand_worked_pck_auc_counts_equal_errors_and_normalises():

@@ -10,16 +10,18 @@ import torch
 
 from handmesh.data.freihand import FreiHANDDataset, mask_path
 from handmesh.data.transforms import (
+    NUM_DRAWS,
     Augmentation,
     color_jitter,
     crop_geometry,
+    draw_augmentation,
     gaussian_blur,
+    occlude,
     photometric,
     project,
     rotate_global_orient,
     rotate_points,
     to_chw,
-    uniforms,
     warp_image,
 )
 from handmesh.mano import ManoLayer
@@ -105,15 +107,24 @@ def test_blur_matches_opencvs_gaussian_within_two_grey_levels():
         assert np.abs(gaussian_blur(image, sigma).astype(int) - reference).max() <= 2  # its fixed-point rounding
 
 
-def test_uniform_draws_and_colour_jitter_keep_grey():
-    draws = np.array([uniforms(np.random.default_rng(seed), ((2.0, 3.0), (-1.0, -0.5))) for seed in range(200)])
-    assert (draws[:, 0] >= 2).all() and (draws[:, 0] < 3).all()
-    assert (draws[:, 1] >= -1).all() and (draws[:, 1] < -0.5).all()
+def test_draws_map_uniforms_onto_the_strengths_and_colour_jitter_keeps_grey():
+    strong = Augmentation(scale=0.2, rotation_deg=30, translate=0.1, color_jitter=0.4, blur_prob=0.5)
+    middle = draw_augmentation(np.full((1, NUM_DRAWS), 0.5), strong, 64)  # every factor at its middle
+    assert np.isclose(middle.zoom[0], np.sqrt(0.8 * 1.2)) and middle.angle_rad == [0.0] and middle.shift_px == [(0, 0)]
+    np.testing.assert_allclose(middle.colour[0], np.eye(3, 4), atol=1e-12)  # b = c = s = 1, no hue turn: identity
+    assert middle.blur_sigma == [0.0] and middle.occluded == [False] and middle.used == [10]  # no blur: sigma not drawn
+    uniforms = np.random.default_rng(0).random((400, NUM_DRAWS))
+    draws = draw_augmentation(uniforms, strong, 64)
+    assert min(draws.zoom) >= 0.8 and max(draws.zoom) < 1.2 and max(np.abs(draws.angle_rad)) <= np.radians(30)
+    assert np.abs(draws.shift_px).max() <= 6.4 and 0.4 < np.mean(np.array(draws.blur_sigma) > 0) < 0.6
+    sigmas = np.array([sigma for sigma in draws.blur_sigma if sigma > 0])
+    assert sigmas.min() >= 0.4 * 64 / 224 and sigmas.max() < 1.6 * 64 / 224
+    assert 0.1 < np.mean(draws.occluded) < 0.2 and set(draws.used) == {10, 11}  # default occlusion_prob 0.15
     grey = np.repeat((RNG.random((32, 32, 1)) * 200 + 20).astype(np.uint8), 3, axis=2)
-    jittered = color_jitter(grey, 0.4, np.random.default_rng(5)).astype(int)
+    jittered = np.stack([color_jitter(grey, colour) for colour in draws.colour[:20]]).astype(int)
     assert np.abs(jittered - jittered[..., :1]).max() <= 1  # saturation and hue keep grey pixels grey
     assert np.abs(jittered - grey).mean() > 1  # brightness / contrast still act
-    np.testing.assert_array_equal(color_jitter(grey, 0.0, np.random.default_rng(5)), grey)
+    assert draw_augmentation(uniforms, Augmentation(color_jitter=0.0), 64).colour is None
 
 
 def test_global_orientation_turns_with_the_labels():
@@ -127,38 +138,47 @@ def test_global_orientation_turns_with_the_labels():
     expected = (before - before.mean(0)) @ geometry.rotation.T
     np.testing.assert_allclose(after - after.mean(0), expected, atol=1e-5)
     np.testing.assert_array_equal(turned[3:], pose[3:])
+    angles = (1.1, -2.9, 3.0, 0.0)  # a batch at once, as the dataset turns them: each as alone
+    rotations = np.stack([crop_geometry(np.eye(3), (224, 224), 224, angle_rad=angle).rotation for angle in angles])
+    poses = np.stack([pose, -pose, pose * 2.5, np.zeros_like(pose)])
+    np.testing.assert_allclose(rotate_global_orient(poses, rotations),
+                               np.stack([rotate_global_orient(p, r) for p, r in zip(poses, rotations)]), atol=1e-7)
 
 
-def test_photometric_is_deterministic_and_keeps_the_format():
+def test_photometric_follows_its_draws_and_keeps_the_format():
     image = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
-    keypoints = RNG.uniform(10, 54, size=(21, 2))
-    strong = Augmentation(color_jitter=0.4, blur_prob=1.0, occlusion_prob=1.0)
-    first = photometric(image, strong, np.random.default_rng(3), keypoints)
-    second = photometric(image, strong, np.random.default_rng(3), keypoints)
-    assert first.shape == image.shape and first.dtype == np.uint8
-    np.testing.assert_array_equal(first, second)
+    uniforms = np.random.default_rng(3).random((2, NUM_DRAWS))
+    draws = draw_augmentation(uniforms, Augmentation(color_jitter=0.4, blur_prob=1.0), 64)
+    first = photometric(image, draws, 1)
+    assert first.shape == image.shape and first.dtype == np.uint8 and draws.blur_sigma[1] > 0
+    np.testing.assert_array_equal(first, photometric(image, draws, 1))  # the draws decide everything
+    expected = gaussian_blur(color_jitter(image, draws.colour[1]), draws.blur_sigma[1])
+    np.testing.assert_array_equal(first, expected)
     assert np.abs(first.astype(int) - image).mean() > 5
-    off = Augmentation(color_jitter=0.0, blur_prob=0.0, occlusion_prob=0.0)
-    np.testing.assert_array_equal(photometric(image, off, np.random.default_rng(3), keypoints), image)
-
-
-def test_photometric_in_place_equals_a_new_array_and_planes_fill_a_batch():
-    image = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
-    keypoints = RNG.uniform(10, 54, size=(21, 2))
-    strong = Augmentation(blur_prob=1.0, occlusion_prob=1.0)
-    expected = photometric(image, strong, np.random.default_rng(4), keypoints)
     in_place = image.copy()
-    assert photometric(in_place, strong, np.random.default_rng(4), keypoints, out=in_place) is in_place
-    np.testing.assert_array_equal(in_place, expected)
-    off, out = Augmentation(color_jitter=0.0, blur_prob=0.0, occlusion_prob=0.0), np.zeros_like(image)
-    np.testing.assert_array_equal(photometric(image, off, np.random.default_rng(4), keypoints, out=out), image)
+    assert photometric(in_place, draws, 1, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, first)
+    off = draw_augmentation(uniforms, Augmentation(color_jitter=0.0, blur_prob=0.0), 64)
+    out = np.zeros_like(image)
+    np.testing.assert_array_equal(photometric(image, off, 0, out=out), image)
     np.testing.assert_array_equal(out, image)
+
+
+def test_occluder_covers_part_of_the_hand_and_planes_fill_a_batch():
+    image = np.full((64, 64, 3), 7, np.uint8)
+    keypoints = np.full((21, 2), 32.0)  # every keypoint at the centre
+    covered = occlude(image, 0.3, np.random.default_rng(4), keypoints)
+    np.testing.assert_array_equal(covered, occlude(image, 0.3, np.random.default_rng(4), keypoints))
+    changed = (covered != 7).any(axis=2)
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and changed.mean() <= (0.3 * 64 + 1) ** 2 / 64**2 and abs(rows.mean() - 32) < 12
+    assert not (image != 7).any()  # a copy, unless told to paint in place
     batch = np.zeros((2, 3, 64, 64), np.uint8)
-    assert np.shares_memory(to_chw(image, out=batch[1]), batch)
-    np.testing.assert_array_equal(batch[1], image.transpose(2, 0, 1))
+    assert np.shares_memory(to_chw(covered, out=batch[1]), batch)
+    np.testing.assert_array_equal(batch[1], covered.transpose(2, 0, 1))
     assert not batch[0].any()
     with pytest.raises(ValueError, match="C-contiguous"):
-        to_chw(image, out=batch[1].transpose(0, 2, 1))
+        to_chw(covered, out=batch[1].transpose(0, 2, 1))
 
 
 def test_augmented_items_move_image_and_labels_together(tiny_root):

@@ -21,13 +21,17 @@ from torch.utils.data import Dataset, get_worker_info
 from handmesh.data.annotations import load_annotation
 from handmesh.data.batch import BatchItems, allocate, share
 from handmesh.data.transforms import (
+    NUM_DRAWS,
     Augmentation,
+    AugmentationDraws,
     CropGeometry,
+    crop_geometry,
+    draw_augmentation,
+    occlude,
     photometric,
     project,
     rotate_global_orient,
     rotate_points,
-    sample_crop,
     to_chw,
     warp_image,
 )
@@ -226,17 +230,26 @@ class FreiHANDDataset(Dataset):
         one, copied into shared memory at the end by `batch.share`): what a DataLoader calls with each batch's indices.
         `batch.collate_items` takes the batch as it is; `default_collate` the items one by one.
 
-        Images are made one by one (decode, crop, augment, into the batch's planes); the labels of the whole batch
-        then in a few array operations, and the items' augmentation seeds in one draw (per-item numpy and torch
-        calls cost tens of microseconds each between OpenCV calls)."""
+        Images are made one by one (decode, crop, augment, into the batch's planes); the augmentation draws of the
+        whole batch first and its labels last, each in a few array operations (per-item numpy and torch calls cost
+        microseconds each, and cost more between OpenCV calls, which leave the CPU's caches cold). Each item draws
+        from its own seed, so an item's augmentation does not depend on the batch it is in."""
         in_worker = get_worker_info() is not None
         batch = self._worker_batch(len(positions)) if in_worker else allocate(len(positions), self.input_size)
         arrays = {key: tensor.numpy() for key, tensor in batch.items()}  # (B, ...) views to write the items into
         seeds = torch.randint(0, 2**62, (len(positions),)).tolist() if self.augment is not None else None
-        made = [self._fill_image(arrays["image"][slot], *self._read(position), seeds and seeds[slot])
+        draws = self._draw(seeds) if seeds is not None else None
+        made = [self._fill_image(arrays["image"][slot], *self._read(position), draws, slot, seeds and seeds[slot])
                 for slot, position in enumerate(positions)]  # (index, geometry) per item
         scalars = self._fill_labels(arrays, made)
         return BatchItems(share(batch) if in_worker else batch, scalars)
+
+    def _draw(self, seeds: list[int]) -> AugmentationDraws:
+        """The batch's augmentation: NUM_DRAWS uniforms from each item's stream (`_item_rng`), mapped at once."""
+        uniforms = np.empty((len(seeds), NUM_DRAWS))
+        for row, seed in zip(uniforms, seeds):
+            self._item_rng(seed).random(out=row)
+        return draw_augmentation(uniforms, self.augment, self.input_size)
 
     def _worker_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A DataLoader worker's batch to build in, reused for every batch of this size (`batch.share` copies it out
@@ -275,18 +288,26 @@ class FreiHANDDataset(Dataset):
         warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)")
         return None
 
-    def _fill_image(self, planes: np.ndarray, index: int, image: np.ndarray, seed: int | None
-                    ) -> tuple[int, CropGeometry]:
-        """Crops (and with a seed, augments) image file `index` (its (H, W, 3) uint8 BGR `image`) into `planes`
-        (3, S, S); returns the index and the crop geometry."""
+    def _fill_image(self, planes: np.ndarray, index: int, image: np.ndarray, draws: AugmentationDraws | None,
+                    slot: int, seed: int | None) -> tuple[int, CropGeometry]:
+        """Crops (and with `draws`, augments as its item `slot`, whose stream `seed` is) image file `index` (its
+        (H, W, 3) uint8 BGR `image`) into `planes` (3, S, S); returns the index and the crop geometry."""
         sample_id = index % self.num_unique
-        arrays = self.arrays
-        rng = self._item_rng(seed) if seed is not None else None
-        geometry = sample_crop(arrays["K"][sample_id], (image.shape[1], image.shape[0]), self.input_size, self.augment,
-                               rng)
+        K, size = self.arrays["K"][sample_id], (image.shape[1], image.shape[0])
+        if draws is None:
+            geometry = crop_geometry(K, size, self.input_size)
+        else:
+            geometry = crop_geometry(K, size, self.input_size, draws.zoom[slot], draws.angle_rad[slot],
+                                     draws.shift_px[slot])
         crop = warp_image(image, geometry, bgr=True)  # (S, S, 3) uint8 RGB, a new array
-        if rng is not None:  # the occluder goes on the hand: its 2D keypoints, carried into the crop by the affine map
-            photometric(crop, self.augment, rng, self.source_keypoints_2d[sample_id], out=crop, affine=geometry.affine)
+        if draws is not None:
+            photometric(crop, draws, slot, out=crop)
+            if draws.occluded[slot]:  # on the hand: its 2D keypoints, carried into the crop by the affine map
+                affine = geometry.affine
+                keypoints_2d = self.source_keypoints_2d[sample_id] @ affine[:2, :2].T + affine[:2, 2]  # (21, 2) px
+                rng = self._item_rng(seed)
+                rng.random(draws.used[slot])  # the occluder's draws follow the uniforms the item used, in its stream
+                occlude(crop, self.augment.occlusion_size, rng, keypoints_2d, out=crop)
         to_chw(crop, out=planes)
         return index, geometry
 
@@ -306,8 +327,7 @@ class FreiHANDDataset(Dataset):
         has_mano = "mano" in self.arrays
         if has_mano:
             mano = self.arrays["mano"][sample_ids]  # (B, 61)
-            batch["mano_pose"][:] = [rotate_global_orient(pose, geometry)
-                                     for pose, (_, geometry) in zip(mano[:, :NUM_POSE_PARAMS], made)]
+            batch["mano_pose"][:] = rotate_global_orient(mano[:, :NUM_POSE_PARAMS], rotations)
             batch["mano_shape"][:] = mano[:, NUM_POSE_PARAMS : NUM_POSE_PARAMS + NUM_BETAS]
         else:
             batch["mano_pose"][:] = 0.0

@@ -85,24 +85,51 @@ def crop_geometry(
     return CropGeometry(affine=affine, K=crop_K, rotation=rotation, size=crop_size)
 
 
-def sample_crop(
-    K: np.ndarray, image_size: tuple[int, int], crop_size: int, augmentation: Augmentation | None, rng: np.random.Generator
-) -> CropGeometry:
-    """The plain whole-image crop when `augmentation` is None, else a random zoom / rotation / shift."""
-    if augmentation is None:
-        return crop_geometry(K, image_size, crop_size)
-    scale, degrees, shift = augmentation.scale, augmentation.rotation_deg, augmentation.translate
-    log_zoom, angle_deg, shift_x, shift_y = uniforms(
-        rng, ((math.log1p(-scale), math.log1p(scale)), (-degrees, degrees), (-shift, shift), (-shift, shift))
-    )
-    return crop_geometry(K, image_size, crop_size, math.exp(log_zoom), math.radians(angle_deg),
-                         (shift_x * crop_size, shift_y * crop_size))
+NUM_DRAWS = 11  # uniforms in [0, 1) drawn per augmented item: enough for every choice below (`draw_augmentation`)
 
 
-def uniforms(rng: np.random.Generator, bounds: tuple[tuple[float, float], ...]) -> list[float]:
-    """One uniform draw in [low, high) per (low, high) pair, as Python floats, from a single generator call (numpy's
-    broadcasting `rng.uniform(lows, highs)` costs ~25 us per call, this ~2 us)."""
-    return [low + (high - low) * u for (low, high), u in zip(bounds, rng.random(len(bounds)).tolist())]
+@dataclass(frozen=True)
+class AugmentationDraws:
+    """A batch's random augmentation choices: Python lists for the per-item calls, an array for the colour maps."""
+
+    zoom: list[float]  # factor about the image centre
+    angle_rad: list[float]  # in-plane rotation
+    shift_px: list[tuple[float, float]]  # of the crop, crop pixels
+    colour: np.ndarray | None  # (B, 3, 4) affine RGB maps (`colour_maps`); None when colour jitter is off
+    blur_sigma: list[float]  # Gaussian blur sigma, crop pixels; 0.0 for no blur
+    occluded: list[bool]  # whether an occluder is painted
+    used: list[int]  # uniforms each item used: its occluder's draws come next in its stream
+
+
+def draw_augmentation(uniforms: np.ndarray, augmentation: Augmentation, crop_size: int) -> AugmentationDraws:
+    """(B, NUM_DRAWS) uniforms in [0, 1) (each item's row from its own random stream, so an item's augmentation
+    does not depend on its batch) -> the batch's augmentation, in a few array operations: per-item numpy calls cost
+    microseconds each, and every training item would make a dozen of them.
+
+    Each row is used in order: zoom, angle, shift x, shift y; brightness, contrast, saturation, hue (only with colour
+    jitter on); whether to blur, its sigma (only when blurring); whether to occlude."""
+    a = augmentation
+    rows = np.arange(len(uniforms))
+
+    def between(column: np.ndarray | int, low: float, high: float) -> np.ndarray:  # (B,) uniform in [low, high)
+        return low + (high - low) * uniforms[rows, column]
+
+    zoom = np.exp(between(0, math.log1p(-a.scale), math.log1p(a.scale)))
+    angle = np.radians(between(1, -a.rotation_deg, a.rotation_deg))
+    shift = np.stack([between(2, -a.translate, a.translate), between(3, -a.translate, a.translate)], axis=1) * crop_size
+    colour = None
+    if a.color_jitter > 0:
+        jitter = (1 - a.color_jitter, 1 + a.color_jitter)
+        colour = colour_maps(between(4, *jitter), between(5, *jitter), between(6, *jitter),
+                             between(7, -18 * a.color_jitter, 18 * a.color_jitter))
+    blur_column = 8 if a.color_jitter > 0 else 4
+    blurred = uniforms[:, blur_column] < a.blur_prob
+    sigma = np.where(blurred, between(blur_column + 1, 0.4, 1.6) * crop_size / 224.0, 0.0)
+    occlude_column = blur_column + 1 + blurred  # (B,)
+    return AugmentationDraws(zoom=zoom.tolist(), angle_rad=angle.tolist(), shift_px=[tuple(row) for row in shift.tolist()],
+                             colour=colour, blur_sigma=sigma.tolist(),
+                             occluded=(uniforms[rows, occlude_column] < a.occlusion_prob).tolist(),
+                             used=(occlude_column + 1).tolist())
 
 
 _IDENTITY_ROWS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # the top two rows of a 3x3 identity, flattened
@@ -150,25 +177,25 @@ def rotate_points(points: np.ndarray, rotation: CropGeometry | np.ndarray) -> np
     return (np.asarray(points, dtype=np.float64) @ np.swapaxes(matrix, -1, -2)).astype(np.float32)
 
 
-def rotate_global_orient(pose: np.ndarray, geometry: CropGeometry) -> np.ndarray:
-    """(48,) MANO axis-angle pose -> the same pose (float32) with its global orientation (first 3) turned by the
-    crop's R_z, a rotation about the camera axis by theta: as unit quaternions q' = q_z(theta) q, in scalars (every
-    training item does this; numpy / cv2.Rodrigues calls cost ~5 us each). Result angle in [0, pi], as Rodrigues'."""
-    (cos_t, _, _), (sin_t, _, _), _ = geometry.rotation.tolist()
-    half_t = math.atan2(sin_t, cos_t) / 2.0
-    cz, sz = math.cos(half_t), math.sin(half_t)
-    x, y, z = np.asarray(pose[:3], dtype=np.float64).tolist()
-    angle = math.sqrt(x * x + y * y + z * z)
-    w = math.cos(angle / 2.0)
-    scale = math.sin(angle / 2.0) / angle if angle > 1e-12 else 0.5  # q = (cos a/2, sin a/2 axis)
+def rotate_global_orient(pose: np.ndarray, rotation: CropGeometry | np.ndarray) -> np.ndarray:
+    """(..., 48) MANO axis-angle poses -> the same poses (float32) with their global orientation (first 3) turned by
+    R_z (one crop's geometry, or (..., 3, 3) matrices: a batch's at once), a rotation about the camera axis by theta:
+    as unit quaternions q' = q_z(theta) q. Result angles in [0, pi], as Rodrigues'."""
+    matrix = rotation.rotation if isinstance(rotation, CropGeometry) else np.asarray(rotation)
+    half_t = np.arctan2(matrix[..., 1, 0], matrix[..., 0, 0]) / 2.0
+    cz, sz = np.cos(half_t), np.sin(half_t)
+    pose = np.asarray(pose)
+    x, y, z = np.moveaxis(pose[..., :3].astype(np.float64), -1, 0)
+    angle = np.sqrt(x * x + y * y + z * z)
+    w = np.cos(angle / 2.0)
+    scale = np.where(angle > 1e-12, np.sin(angle / 2.0) / np.maximum(angle, 1e-12), 0.5)  # q = (cos a/2, sin a/2 axis)
     qx, qy, qz = x * scale, y * scale, z * scale
     w, qx, qy, qz = cz * w - sz * qz, cz * qx - sz * qy, cz * qy + sz * qx, cz * qz + sz * w  # q_z q, q_z = (cz,0,0,sz)
-    if w < 0:
-        w, qx, qy, qz = -w, -qx, -qy, -qz  # the same rotation, angle <= pi
-    sin_half = math.sqrt(qx * qx + qy * qy + qz * qz)
-    factor = 2.0 * math.atan2(sin_half, w) / sin_half if sin_half > 1e-12 else 2.0
-    turned = np.array(pose, dtype=np.float32)
-    turned[:3] = (qx * factor, qy * factor, qz * factor)
+    sign = np.where(w < 0, -1.0, 1.0)  # -q is the same rotation, with angle <= pi
+    sin_half = np.sqrt(qx * qx + qy * qy + qz * qz)
+    factor = sign * np.where(sin_half > 1e-12, 2.0 * np.arctan2(sin_half, sign * w) / np.maximum(sin_half, 1e-12), 2.0)
+    turned = pose.astype(np.float32)  # a copy
+    turned[..., :3] = np.stack([qx * factor, qy * factor, qz * factor], axis=-1)
     return turned
 
 
@@ -178,27 +205,15 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     return (uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-9)).astype(np.float32)
 
 
-def photometric(
-    image: np.ndarray, augmentation: Augmentation, rng: np.random.Generator, keypoints_2d: np.ndarray,
-    out: np.ndarray | None = None, affine: np.ndarray | None = None,
-) -> np.ndarray:
-    """(S, S, 3) uint8 RGB -> augmented: colour jitter, blur, an occluding rectangle near the hand.
-
-    keypoints_2d (21, 2) pixels place the occluder so that it covers part of the hand: crop pixels, or with `affine`
-    (3, 3) source pixels that it carries into the crop (only when an occluder is drawn: most items need none).
-    out: where to write the result (may be `image` itself: in place, no allocation); default a new array (or `image`
-    when nothing applies).
-    """
+def photometric(image: np.ndarray, draws: AugmentationDraws, slot: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> colour-jittered and blurred as item `slot` of `draws` says (the occluder, which needs
+    the hand's keypoints, is `occlude`). out: where to write the result (may be `image` itself: in place, no
+    allocation); default a new array (or `image` when nothing applies)."""
     result = image
-    if augmentation.color_jitter > 0:
-        result = color_jitter(result, augmentation.color_jitter, rng, out)
-    size = image.shape[0]
-    if rng.random() < augmentation.blur_prob:
-        result = gaussian_blur(result, rng.uniform(0.4, 1.6) * size / 224.0, out)
-    if rng.random() < augmentation.occlusion_prob:
-        if affine is not None:
-            keypoints_2d = keypoints_2d @ affine[:2, :2].T + affine[:2, 2]  # (21, 2) crop px
-        result = occlude(result, augmentation.occlusion_size, rng, keypoints_2d, out)
+    if draws.colour is not None:
+        result = color_jitter(result, draws.colour[slot], out)
+    if draws.blur_sigma[slot] > 0:
+        result = gaussian_blur(result, draws.blur_sigma[slot], out)
     if out is not None and result is not out:
         np.copyto(out, result)
         return out
@@ -219,34 +234,32 @@ def gaussian_blur(image: np.ndarray, sigma: float, out: np.ndarray | None = None
 _LUMA = (0.299, 0.587, 0.114)  # RGB weights of grey
 
 
-def _hue_rotation(degrees: float) -> list[list[float]]:
-    """(3, 3) RGB hue rotation about the grey axis that keeps luminance (the SVG/CSS `hueRotate` matrix; rows sum
-    to 1, so it keeps grey)."""
-    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    return [
-        [0.213 + 0.787 * cos - 0.213 * sin, 0.715 - 0.715 * cos - 0.715 * sin, 0.072 - 0.072 * cos + 0.928 * sin],
-        [0.213 - 0.213 * cos + 0.143 * sin, 0.715 + 0.285 * cos + 0.140 * sin, 0.072 - 0.072 * cos - 0.283 * sin],
-        [0.213 - 0.213 * cos - 0.787 * sin, 0.715 - 0.715 * cos + 0.715 * sin, 0.072 + 0.928 * cos + 0.072 * sin],
-    ]
+# The SVG/CSS `hueRotate` matrix, an RGB rotation about the grey axis that keeps luminance (rows sum to 1, so it keeps
+# grey), as constant + cos(angle) x _HUE_COS + sin(angle) x _HUE_SIN
+_HUE_CONSTANT = np.array([[0.213, 0.715, 0.072]] * 3)
+_HUE_COS = np.array([[0.787, -0.715, -0.072], [-0.213, 0.285, -0.072], [-0.213, -0.715, 0.928]])
+_HUE_SIN = np.array([[-0.213, -0.715, 0.928], [0.143, 0.140, -0.283], [-0.787, 0.715, 0.072]])
 
 
-def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator, out: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB into `out` (may be `image`) or a new array: random brightness b, contrast c, saturation s
-    (in [1 - strength, 1 + strength]) and a hue rotation of up to 18 x strength degrees, as one affine colour map (a
-    single `cv2.transform`, saturating uint8; 3 channels in and out is its fast fixed-point path):
+def colour_maps(brightness: np.ndarray, contrast: np.ndarray, saturation: np.ndarray, hue_deg: np.ndarray) -> np.ndarray:
+    """(B,) factors b, c, s and hue angles -> (B, 3, 4) affine RGB maps, each x -> H S (c b x + (1 - c) b m) with
+    m the image's mean grey level, S = s I + (1 - s) 1 luma^T, H the hue rotation. (S and H keep grey, so the offset
+    (1 - c) b m passes through them unchanged; and H S = s H + (1 - s) 1 luma^T.) The last column holds (1 - c) b:
+    `color_jitter` multiplies it by m."""
+    radians = np.radians(hue_deg)[:, None, None]
+    hue = _HUE_CONSTANT + np.cos(radians) * _HUE_COS + np.sin(radians) * _HUE_SIN  # (B, 3, 3)
+    gain = (contrast * brightness)[:, None, None]
+    saturation = saturation[:, None, None]
+    linear = saturation * gain * hue + (1 - saturation) * gain * np.asarray(_LUMA)  # (B, 3, 3)
+    offset = np.broadcast_to(((1 - contrast) * brightness)[:, None, None], (len(linear), 3, 1))
+    return np.concatenate([linear, offset], axis=2)
 
-    x -> H S (c b x + (1 - c) b m),  m = mean grey level, S = s I + (1 - s) 1 luma^T, H = hue rotation.
-    (S and H keep grey, so the offset (1 - c) b m passes through them unchanged; and H S = s H + (1 - s) 1 luma^T.)
-    """
-    jitter = (1 - strength, 1 + strength)
-    brightness, contrast, saturation, hue = uniforms(rng, (jitter, jitter, jitter, (-18 * strength, 18 * strength)))
+
+def color_jitter(image: np.ndarray, colour: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB through one of `colour_maps`' (3, 4) maps, into `out` (may be `image`) or a new array: a
+    single `cv2.transform`, saturating uint8 (3 channels in and out is its fast fixed-point path)."""
     mean = sum(cv2.mean(image)[:3]) / 3.0
-    gain = contrast * brightness
-    hue_gain, grey_gain, offset = saturation * gain, (1 - saturation) * gain, (1 - contrast) * brightness * mean
-    matrix = np.array([[h * hue_gain + luma * grey_gain for h, luma in zip(row, _LUMA)] + [offset]
-                       for row in _hue_rotation(hue)])  # (3, 4), built in scalars: ~5 numpy calls fewer per item
-    return cv2.transform(image, matrix, dst=out)
+    return cv2.transform(image, colour * (1.0, 1.0, 1.0, mean), dst=out)
 
 
 def occlude(image: np.ndarray, max_fraction: float, rng: np.random.Generator, keypoints_2d: np.ndarray,

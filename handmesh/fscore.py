@@ -178,9 +178,11 @@ def _grid(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: float):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_close(queries, xyz, start, lo, dims, cell, limits, reaches, out) -> None:
-    """queries (M, 3), the other set's `_grid` (xyz, start, lo, dims, cell), limits (T,) ascending `squared_limit`s,
-    reaches (T,) metres -> out (T,) += queries whose nearest point is closer than each threshold."""
+def _count_close(queries, points, xyz, start, lo, dims, cell, limits, reaches, out) -> None:
+    """queries (M, 3), the other set's points (N, 3) and `_grid` (xyz, start, lo, dims, cell), limits (T,) ascending
+    `squared_limit`s, reaches (T,) metres -> out (T,) += queries whose nearest point is closer than each threshold.
+    With as many points as queries (vertex correspondence) each query starts from its own index's point: a close
+    partner decides the larger thresholds before any cell is scanned."""
     count = limits.shape[0]
     single = not math.isfinite(cell)
     reach2 = (reaches / cell) ** 2  # (T,) in cells, squared
@@ -189,6 +191,11 @@ def _count_close(queries, xyz, start, lo, dims, cell, limits, reaches, out) -> N
         if not (np.isfinite(qx) and np.isfinite(qy) and np.isfinite(qz)):
             continue
         best = np.inf  # smallest squared distance scanned, m^2
+        if points.shape[0] == queries.shape[0]:
+            dx, dy, dz = qx - points[i, 0], qy - points[i, 1], qz - points[i, 2]
+            partner = (dx * dx + dy * dy) + dz * dz
+            if partner < best:  # false for NaN (a non-finite partner)
+                best = partner
         if single:
             for j in range(start[0], start[1]):
                 dx, dy, dz = qx - xyz[0, j], qy - xyz[1, j], qz - xyz[2, j]
@@ -199,7 +206,9 @@ def _count_close(queries, xyz, start, lo, dims, cell, limits, reaches, out) -> N
                 continue  # farther than a cell (>= every reach) from every point
             cx, cy = math.floor(ux), math.floor(uy)
             undecided = count  # thresholds 0 .. undecided - 1 are not met yet
-            for o in range(_COLUMNS.shape[0]):
+            while undecided > 0 and best < limits[undecided - 1]:
+                undecided -= 1
+            for o in range(_COLUMNS.shape[0] if undecided > 0 else 0):
                 ix, iy = cx + _COLUMNS[o, 0], cy + _COLUMNS[o, 1]
                 if ix < 0 or ix >= dims[0] or iy < 0 or iy >= dims[1]:
                     continue
@@ -243,6 +252,6 @@ def _close_counts(flat, bounds, limits, thresholds):
         for s in range(1, sets):
             pred = flat[b, bounds[s]:bounds[s + 1]]
             p_xyz, p_start, p_dims, p_cell = _grid(pred, lows[s], highs[s], reaches[-1])
-            _count_close(gt, p_xyz, p_start, lows[s], p_dims, p_cell, limits, reaches, gt_close[s - 1, b])
-            _count_close(pred, g_xyz, g_start, lows[0], g_dims, g_cell, limits, reaches, pred_close[s - 1, b])
+            _count_close(gt, pred, p_xyz, p_start, lows[s], p_dims, p_cell, limits, reaches, gt_close[s - 1, b])
+            _count_close(pred, gt, g_xyz, g_start, lows[0], g_dims, g_cell, limits, reaches, pred_close[s - 1, b])
     return gt_close, pred_close

@@ -63,7 +63,8 @@ class SimilarityTransform:
     def apply(self, points: torch.Tensor) -> torch.Tensor:
         """(B, M, 3) metres -> (B, M, 3) float64 metres."""
         centred = points.double() - self.source_centre[:, None]
-        return centred @ self.rotation.transpose(1, 2) * self.scale[:, None, None] + self.target_centre[:, None]
+        linear = self.rotation.transpose(1, 2) * self.scale[:, None, None]  # (B, 3, 3): one fused multiply-add below
+        return torch.baddbmm(self.target_centre[:, None], centred, linear)
 
 
 def fit_similarity(pred: torch.Tensor, gt: torch.Tensor) -> SimilarityTransform:
@@ -75,7 +76,7 @@ def fit_similarity(pred: torch.Tensor, gt: torch.Tensor) -> SimilarityTransform:
     pred_c, gt_c = pred - pred_centre[:, None], gt - gt_centre[:, None]
     pred_norm = torch.linalg.matrix_norm(pred_c) + NORM_EPS  # (B,) Frobenius
     gt_norm = torch.linalg.matrix_norm(gt_c) + NORM_EPS
-    cross = (gt_c / gt_norm[:, None, None]).transpose(1, 2) @ (pred_c / pred_norm[:, None, None])  # (B, 3, 3)
+    cross = gt_c.transpose(1, 2) @ pred_c / (gt_norm * pred_norm)[:, None, None]  # (B, 3, 3) of the normalised sets
     u, singular, vh = torch.linalg.svd(cross)
     return SimilarityTransform(u @ vh, singular.sum(-1) * gt_norm / pred_norm, pred_centre, gt_centre)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import jsonargparse
+import numpy as np
 import torch
 
-from handmesh.data.datamodule import FreiHANDDataModule
+from handmesh.data.datamodule import FreiHANDDataModule, freihand_loader
+from handmesh.data.freihand import FreiHANDDataset
 
 from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
 
@@ -49,6 +52,21 @@ def test_workers_and_seeding_reproduce_augmentation(tiny_root):
     ids_c, keypoints_c = first_batch(8)
     assert torch.equal(ids_a, ids_b) and torch.equal(keypoints_a, keypoints_b)
     assert not (torch.equal(ids_a, ids_c) and torch.allclose(keypoints_a, keypoints_c))
+
+
+def test_workers_run_opencv_on_one_thread_even_after_this_process_started_its_pool(tiny_root):
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    cv2.warpAffine(np.zeros((1500, 1500, 4), np.uint8), np.eye(2, 3), (1500, 1500))  # OpenCV's threads now run here
+    try:
+        dataset = FreiHANDDataset(tiny_root, "training", input_size=64, val_fraction=0.0, progress=False)
+        loader = freihand_loader(dataset, batch_size=4, num_workers=2)
+        assert cv2.getNumThreads() == 1  # set before the workers fork: in them, it would hang
+        loader.timeout = 60  # seconds: a hung worker fails the test instead of stalling it
+        sizes = [len(batch["index"]) for batch in loader]
+        assert sum(sizes) == len(dataset) and sizes[0] == 4
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def test_augmentation_switches(tiny_root):

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from handmesh.bench.timing import bench_threads, time_call, time_interleaved
 from handmesh.data.annotations import load_annotation
-from handmesh.data.batch import collate_items
+from handmesh.data.datamodule import freihand_loader
 from handmesh.data.freihand import FreiHANDDataset, image_path
 from handmesh.data.synth import synthesize
 from handmesh.data.transforms import Augmentation
@@ -94,8 +94,7 @@ def run(quick: bool = False, root: str | os.PathLike | None = None) -> dict:
         dataset = FreiHANDDataset(root, "training", input_size=INPUT_SIZE, val_fraction=0.0, augment=Augmentation(),
                                   progress=False)
         paths = [str(image_path(root, "training", int(index))) for index in dataset.indices]
-        loader = DataLoader(dataset, batch_size=BATCH_SIZE, num_workers=WORKERS, persistent_workers=True,
-                            collate_fn=collate_items)  # as FreiHANDDataModule's loaders
+        loader = freihand_loader(dataset, BATCH_SIZE, WORKERS)  # as FreiHANDDataModule's loaders
         torch.manual_seed(0)
         _loader_epoch(loader)  # starts the workers
         workers_before = _workers_cpu_seconds(loader)

@@ -126,8 +126,8 @@ def draw_augmentation(uniforms: np.ndarray, augmentation: Augmentation, crop_siz
     blurred = uniforms[:, blur_column] < a.blur_prob
     sigma = np.where(blurred, between(blur_column + 1, 0.4, 1.6) * crop_size / 224.0, 0.0)
     occlude_column = blur_column + 1 + blurred  # (B,)
-    return AugmentationDraws(zoom=zoom.tolist(), angle_rad=angle.tolist(), shift_px=[tuple(row) for row in shift.tolist()],
-                             colour=colour, blur_sigma=sigma.tolist(),
+    return AugmentationDraws(zoom=zoom.tolist(), angle_rad=angle.tolist(),
+                             shift_px=[tuple(row) for row in shift.tolist()], colour=colour, blur_sigma=sigma.tolist(),
                              occluded=(uniforms[rows, occlude_column] < a.occlusion_prob).tolist(),
                              used=(occlude_column + 1).tolist())
 
@@ -241,7 +241,8 @@ _HUE_COS = np.array([[0.787, -0.715, -0.072], [-0.213, 0.285, -0.072], [-0.213, 
 _HUE_SIN = np.array([[-0.213, -0.715, 0.928], [0.143, 0.140, -0.283], [-0.787, 0.715, 0.072]])
 
 
-def colour_maps(brightness: np.ndarray, contrast: np.ndarray, saturation: np.ndarray, hue_deg: np.ndarray) -> np.ndarray:
+def colour_maps(brightness: np.ndarray, contrast: np.ndarray, saturation: np.ndarray, hue_deg: np.ndarray
+                ) -> np.ndarray:
     """(B,) factors b, c, s and hue angles -> (B, 3, 4) affine RGB maps, each x -> H S (c b x + (1 - c) b m) with
     m the image's mean grey level, S = s I + (1 - s) 1 luma^T, H the hue rotation. (S and H keep grey, so the offset
     (1 - c) b m passes through them unchanged; and H S = s H + (1 - s) 1 luma^T.) The last column holds (1 - c) b:

@@ -10,9 +10,9 @@ Protocol (../shared/docs/freihand.md, "Official evaluation protocol"), per sampl
 Aggregation: errors averaged per keypoint over samples, then over keypoints; AUC of the PCK curve (`<=`, 100 thresholds
 from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-scores averaged over samples.
 
-All maths runs in float64 on the inputs' device (nearest neighbours: a float32 GEMM search whose decisions near a
-threshold are re-checked in float64, see `handmesh.fscore`), on one CPU thread (`FreiHANDMetric.update`: many small
-ops lose more to thread synchronisation than they gain). `handmesh/metrics_reference.py` is the slow per-sample
+All maths runs in float64 on the inputs' device, torch's ops on one CPU thread (`FreiHANDMetric.update`: many small
+ops lose more to thread synchronisation than they gain); the F-scores' exact nearest-neighbour search is a numba
+kernel on the CPU that splits the samples over the caller's torch thread count (`handmesh.fscore`). `handmesh/metrics_reference.py` is the slow per-sample
 numpy/scipy version of the official loop; the tests check that both agree to 1e-6 on every score.
 """
 

@@ -109,10 +109,9 @@ def draw_augmentation(uniforms: np.ndarray, augmentation: Augmentation, crop_siz
     Each row is used in order: zoom, angle, shift x, shift y; brightness, contrast, saturation, hue (only with colour
     jitter on); whether to blur, its sigma (only when blurring); whether to occlude."""
     a = augmentation
-    rows = np.arange(len(uniforms))
 
-    def between(column: np.ndarray | int, low: float, high: float) -> np.ndarray:  # (B,) uniform in [low, high)
-        return low + (high - low) * uniforms[rows, column]
+    def between(column: int, low: float, high: float) -> np.ndarray:  # (B,) uniform in [low, high)
+        return low + (high - low) * uniforms[:, column]
 
     zoom = np.exp(between(0, math.log1p(-a.scale), math.log1p(a.scale)))
     angle = np.radians(between(1, -a.rotation_deg, a.rotation_deg))
@@ -128,7 +127,7 @@ def draw_augmentation(uniforms: np.ndarray, augmentation: Augmentation, crop_siz
     occlude_column = blur_column + 1 + blurred  # (B,)
     return AugmentationDraws(zoom=zoom.tolist(), angle_rad=angle.tolist(),
                              shift_px=[tuple(row) for row in shift.tolist()], colour=colour, blur_sigma=sigma.tolist(),
-                             occluded=(uniforms[rows, occlude_column] < a.occlusion_prob).tolist(),
+                             occluded=(uniforms[np.arange(len(uniforms)), occlude_column] < a.occlusion_prob).tolist(),
                              used=(occlude_column + 1).tolist())
 
 

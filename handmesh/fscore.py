@@ -18,12 +18,18 @@ that rounding in the cell arithmetic never drops a point closer than a threshold
 neighbour; widely spread sets get coarser cells (at most `MAX_CELLS_PER_POINT` cells a point), down to one cell.
 Tensors on another device are scored on the CPU and the counts returned to their device.
 
-Measured on the 3,960 FreiHAND-sized bench hands (raw and aligned predictions), one thread, load ~5 (CPU time): this
-kernel 1.9 s (~150 ns a query point, ~15 candidate points each), the slabbed float32 GEMM search it replaced 5.6 s,
-per-sample scipy trees ~11 s. Tried and slower or no better here (same hands, load ~5):
+Measured on the 3,960 FreiHAND-sized bench hands (raw and aligned predictions), one thread, CPU time, load ~4.5
+(2026-11-24): this kernel 1.6 s (~130 ns a query point; ~15 candidate points and 2-4 columns each), the official
+script's `calculate_fscore` calls (a k-d tree per set, per threshold) 25.6 s, the slabbed float32 torch GEMM search
+this kernel replaced ~5.6 s (load ~5). Starting from the corresponding vertex took 27 % off the aligned
+predictions (raw ones are ~30 mm off: no gain). Compiling takes ~14 s (load ~3), loading from the cache ~0.2-0.9 s.
+Tried and slower or no better (same hands, load 4-6):
 - gathering each query cell's 27-cell neighbourhood once and scanning it per query without early exits (SIMD-friendly):
-  1.7-2x slower (4 points a 15 mm cell on a hand surface: too little to share the gathering);
-- finer z cells (1/2-1/5 of the xy cell), two min accumulators, queries in cell order: within 10 %;
+  1.7-2x slower (a 15 mm cell of a hand surface holds ~4 points: too few queries share a gathering);
+- cells of 1.5x / 2x the largest threshold, z cells 1/2-1/5 of the xy cell, two min accumulators, queries in cell
+  order, seeding the second direction with the first direction's distances: all within 10 %;
+- numba `parallel=True` (prange over samples, its OpenMP layer): no faster than one thread at load ~3; plain Python
+  threads on the GIL-free kernel split the samples as well, without a second OpenMP runtime next to torch's.
 Earlier torch designs (slabbed GEMM with float64 re-check, correspondence upper bounds, cluster lower bounds,
 cross-sample batched slabs) were exact but cost ~0.85 ns a point pair plus ~5 us of dispatch per small op.
 """

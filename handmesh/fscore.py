@@ -94,7 +94,8 @@ def nearest_counts(gt: torch.Tensor, preds: Sequence[torch.Tensor], thresholds: 
         raise ValueError(f"thresholds: expected positive finite distances in metres, found {thresholds}")
     order = np.argsort(thresholds, kind="stable")  # the kernel decides thresholds in ascending order
     limits = np.array([squared_limit(thresholds[k]) for k in order])
-    flat = np.concatenate([_points_array(gt), *(_points_array(pred) for pred in preds)], axis=1)  # (B, N + sum M, 3)
+    sets = [points.detach().to("cpu", torch.float64) for points in (gt, *preds)]
+    flat = torch.cat(sets, 1).numpy()  # (B, N + sum M, 3): one copy
     bounds = np.cumsum([0, gt.shape[1], *(pred.shape[1] for pred in preds)])  # set s is flat[:, bounds[s]:bounds[s+1]]
     threads = max(torch.get_num_threads() if threads is None else threads, 1)
     # Several parts a thread: on a busy machine a thread that falls behind leaves less work unshared at the end.
@@ -130,11 +131,6 @@ def squared_limit(threshold: float) -> float:
     while math.sqrt(x) < threshold:
         x = math.nextafter(x, math.inf)
     return x
-
-
-def _points_array(points: torch.Tensor) -> np.ndarray:
-    """(B, N, 3) tensor on any device -> float64 numpy array on the CPU."""
-    return points.detach().to("cpu", torch.float64).numpy()
 
 
 @numba.njit(cache=True, nogil=True)

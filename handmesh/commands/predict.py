@@ -13,10 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from handmesh.data.batch import collate_items
+from handmesh.data.datamodule import freihand_loader
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import HandmeshError
 from handmesh.inference import Predictor
@@ -38,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int,
                   num_workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_items)  # each batch in one block of shared memory
+    loader = freihand_loader(dataset, batch_size, num_workers)  # in order, as validation reads it
     keypoints, vertices = [], []
     for batch in tqdm(loader, desc="predict", unit="batch"):
         prediction = predictor.predict_images(batch["image"], batch["K"])

@@ -12,8 +12,9 @@ from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-
 
 All maths runs in float64 on the inputs' device, torch's ops on one CPU thread (`FreiHANDMetric.update`: many small
 ops lose more to thread synchronisation than they gain); the F-scores' exact nearest-neighbour search is a numba
-kernel on the CPU that splits the samples over the caller's torch thread count (`handmesh.fscore`). `handmesh/metrics_reference.py` is the slow per-sample
-numpy/scipy version of the official loop; the tests check that both agree to 1e-6 on every score.
+kernel on the CPU that splits the samples over the caller's torch thread count (`handmesh.fscore`).
+`handmesh/metrics_reference.py` is the slow per-sample numpy/scipy version of the official loop; the tests check that
+both agree to 1e-6 on every score.
 """
 
 from __future__ import annotations

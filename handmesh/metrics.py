@@ -1,6 +1,6 @@
 """The official FreiHAND measures, batched in torch, and a torchmetrics `Metric` that accumulates them exactly.
 
-Protocol (../shared/docs/freihand.md, "Official evaluation protocol"), per sample:
+Protocol (docs/evaluation.md), per sample:
 - unaligned errors: Euclidean distance per keypoint / vertex in the camera frame (no root centring);
 - aligned (PA) errors: similarity Procrustes fitted separately on joints and on vertices (`fit_similarity`), with a
   reflection allowed exactly as in `scipy.linalg.orthogonal_procrustes`; a predicted mesh without vertex

@@ -31,7 +31,7 @@ from handmesh.models.hand_model import HandModel
 from handmesh.models.inference_fold import fold_for_inference
 
 FORMATS = ("onnx", "coreml")
-ONNX_OPSET = 17  # the legacy exporter (dynamo=False) at opset 17: measured to export FastViT cleanly (setup-notes)
+ONNX_OPSET = 17  # the legacy exporter (dynamo=False) at opset 17: exports FastViT cleanly (docs/results.md)
 PARITY_TOLERANCE_M = 1e-4  # largest allowed vertex / keypoint difference from PyTorch, metres
 TRACE_BATCH = 2  # batch used to trace the graph
 PARITY_BATCH = 3  # batch used to check it (differs from TRACE_BATCH: exercises the dynamic batch axis)

@@ -18,20 +18,8 @@ that rounding in the cell arithmetic never drops a point closer than a threshold
 neighbour; widely spread sets get coarser cells (at most `MAX_CELLS_PER_POINT` cells a point), down to one cell.
 Tensors on another device are scored on the CPU and the counts returned to their device.
 
-Measured on the 3,960 FreiHAND-sized bench hands (raw and aligned predictions), one thread, CPU time, load ~4.5
-(2026-11-24): this kernel 1.6 s (~130 ns a query point; ~15 candidate points and 2-4 columns each), the official
-script's `calculate_fscore` calls (a k-d tree per set, per threshold) 25.6 s, the slabbed float32 torch GEMM search
-this kernel replaced ~5.6 s (load ~5). Starting from the corresponding vertex took 27 % off the aligned
-predictions (raw ones are ~30 mm off: no gain). Compiling takes ~14 s (load ~3), loading from the cache ~0.2-0.9 s.
-Tried and slower or no better (same hands, load 4-6):
-- gathering each query cell's 27-cell neighbourhood once and scanning it per query without early exits (SIMD-friendly):
-  1.7-2x slower (a 15 mm cell of a hand surface holds ~4 points: too few queries share a gathering);
-- cells of 1.5x / 2x the largest threshold, z cells 1/2-1/5 of the xy cell, two min accumulators, queries in cell
-  order, seeding the second direction with the first direction's distances: all within 10 %;
-- numba `parallel=True` (prange over samples, its OpenMP layer): no faster than one thread at load ~3; plain Python
-  threads on the GIL-free kernel split the samples as well, without a second OpenMP runtime next to torch's.
-Earlier torch designs (slabbed GEMM with float64 re-check, correspondence upper bounds, cluster lower bounds,
-cross-sample batched slabs) were exact but cost ~0.85 ns a point pair plus ~5 us of dispatch per small op.
+Why a grid kernel: it is exact like the official k-d trees and over ten times faster on hand-sized sets; the timings
+and the designs tried are in docs/results.md ("The F-score kernel").
 """
 
 from __future__ import annotations

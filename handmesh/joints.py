@@ -1,6 +1,7 @@
 """Keypoint conventions in one place: MANO's 16 joints, FreiHAND's 21 keypoints and the map between them.
 
-See ../shared/docs/mano.md and freihand.md. Every other module imports these names instead of repeating numbers.
+See docs/data.md (keypoints) and docs/mano.md (the MANO file). Every other module imports these names instead of
+repeating numbers.
 """
 
 from __future__ import annotations

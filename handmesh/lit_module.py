@@ -26,7 +26,7 @@ STAGES = ("val", "test")
 
 
 class HandMeshModule(pl.LightningModule):
-    """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
+    """Trains `HandModel` on FreiHAND-format batches (docs/data.md, "Data batches"); logs `val/pa_mpjpe_mm` and friends.
 
     encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the network (see HandModel). pretrained:
     None, "timm" (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,

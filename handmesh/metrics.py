@@ -1,6 +1,6 @@
 """The official FreiHAND measures, batched in torch, and a torchmetrics `Metric` that accumulates them exactly.
 
-Protocol (../shared/docs/freihand.md, "Official evaluation protocol"), per sample:
+Protocol (docs/evaluation.md), per sample:
 - unaligned errors: Euclidean distance per keypoint / vertex in the camera frame (no root centring);
 - aligned (PA) errors: similarity Procrustes fitted separately on joints and on vertices (`fit_similarity`), with a
   reflection allowed exactly as in `scipy.linalg.orthogonal_procrustes`; a predicted mesh without vertex
@@ -42,8 +42,8 @@ def pck_thresholds(device: torch.device | str | None = None) -> torch.Tensor:
 
 @contextlib.contextmanager
 def one_thread():
-    """Run torch's CPU ops on one thread, then restore the caller's setting. The measures' small batched ops ran
-    2.6x slower on 2 threads than on 1 on the shared 2-core machine (OpenMP barriers of a busy pool, load ~3)."""
+    """Run torch's CPU ops on one thread, then restore the caller's setting: the measures' many small batched ops lose
+    more to thread synchronisation than they gain (docs/results.md, "Evaluation")."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,7 +1,7 @@
 """The official FreiHAND prediction file and evaluation annotations: read, validate, write.
 
 `pred.json` = `[xyz_list, verts_list]`: N x 21 x 3 keypoints and N x 778 x 3 vertices, metres, camera frame, in
-evaluation-set order (../shared/docs/freihand.md). Ground truth: `ROOT/evaluation_xyz.json` and
+evaluation-set order (docs/evaluation.md). Ground truth: `ROOT/evaluation_xyz.json` and
 `ROOT/evaluation_verts.json` in a FreiHAND_pub_v2 folder. Every problem a user can cause is a `HandmeshError` that
 says what was expected, what was found and what to do.
 """

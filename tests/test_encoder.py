@@ -37,7 +37,7 @@ def test_uint8_images_are_scaled_like_the_float_ones():
 
 
 def test_channels_last_input_reaches_the_backbone_contiguous():
-    """Channels-last batches crash FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)."""
+    """Channels-last batches crash FastViT's backward pass on torch 2.14.1 CPU (docs/results.md)."""
     encoder = Encoder("fastvit_t8")
     seen = []
     encoder.backbone.stem.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].is_contiguous()))

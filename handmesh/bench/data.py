@@ -7,13 +7,7 @@
   image is recorded too (workers read from /proc on Linux), and with it the ratio two otherwise idle cores would give:
   `loader_to_decode_cpu_ratio` = 2 x decode CPU per image / loader CPU per image (workers + main process).
   The loader is `freihand_loader`, the one FreiHANDDataModule builds (a batch is one block; OpenCV on one thread).
-  Measured 2026-11-24 on the shared 2-core machine at load 2.0-3.4 (others' training and jobs; the wall-clock ratio
-  then mostly measures that load: 0.23-0.51): CPU ratio in seven runs 0.45-0.57, median 0.55 (loader 1.03-1.20 ms of
-  CPU per image, decode 0.27-0.32 ms). Load flatters the CPU ratio (decode slows more than the loader): at idle
-  before the last changes it was 0.42 (1.11 ms vs 0.24 ms; wall-clock 0.41), and those changes (a batch's
-  augmentation draws in a few array operations, the occluder's keypoints only when one is drawn, OpenCV on one
-  thread in the workers) take the loader to 0.86-0.91x its CPU per image, timed against the old code in one process
-  (about 0.47 at idle, if that holds). 0.33 before batches came over as one block (1.90 ms per image).
+  Results with their machine and date: docs/results.md ("Data loading").
 - synth: samples/s of `handmesh synth` (the set the loader reads is generated first, in a temporary folder).
 - cache: MB/s of converting an annotation JSON into its .npy cache (the one-time cost; FreiHAND's verts JSON is
   ~1.5 GB).

@@ -16,10 +16,7 @@ run met. warm: the first call only loaded it, (b) excludes that load. cold: the 
 time is added to (a) and to every (b) figure.
 The F-scores' exact nearest-neighbour search (`handmesh.fscore`, ~3/4 of (b) on one thread) is the floor of (b);
 float parsing (orjson on the numbers as one flat list, `handmesh.predjson`) bounds the rest of (a).
-Measured 2026-11-24 at load 3.3-3.5 (not idle), cache warm (first call 0.24 s): (a) 6.45 s vs (c) 54.8 s, 8.5x; (b)
-2.17 s vs 38.5 s, 17.7x (one thread 18.3x, CPU time 18.7x; goal not met); max relative difference 5.4e-15. With the
-cache cold (load ~4): first call 10.3 s, 3.0x / 3.0x. Warm again at load 4.4-5.0: 7.7x / 15.3x (CPU 16.3x); at load
-2.5-3.1: 5.9x / 14.1x (CPU 15.8x). Idle, before the kernel (torch slab search): 5.2x / 7.2x.
+Results with their machine and date: docs/results.md ("Evaluation").
 """
 
 from __future__ import annotations

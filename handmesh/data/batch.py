@@ -27,7 +27,7 @@ _ALIGN = 64  # bytes: every field starts on a cache line, so any dtype's view is
 
 
 def item_fields(input_size: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Per-item shape and dtype of every batch field (the "Data batches" contract; batches add a leading B)."""
+    """Per-item shape and dtype of every batch field (docs/data.md, "Data batches"; batches add a leading B)."""
     return {
         "image": ((3, input_size, input_size), torch.uint8),  # RGB planes, 0..255
         "K": ((3, 3), torch.float32),  # crop intrinsics, pixels

@@ -1,6 +1,6 @@
 """FreiHAND_pub_v2 as users unpack it (or as `handmesh synth` writes it): a torch Dataset of crops and labels.
 
-Layout (see docs/freihand.md): `<root>/{training,evaluation}/rgb/%08d.jpg`, `<root>/training/mask/%08d.jpg` and
+Layout (see docs/data.md): `<root>/{training,evaluation}/rgb/%08d.jpg`, `<root>/training/mask/%08d.jpg` and
 `<root>/<split>_{K,xyz,verts,mano,scale}.json`. Training image `i` shows unique sample `i % N` (N = entries in
 `training_xyz.json`) in version `i // N` (four versions in FreiHAND). Annotations are read through memory-mapped caches
 (`annotations.py`), so starting up and every DataLoader worker costs almost nothing after the first conversion.
@@ -139,7 +139,7 @@ def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike
 
 
 class FreiHANDDataset(Dataset):
-    """Items are dicts (see the "Data batches" contract), in camera frame metres and crop pixels. Tensors:
+    """Items are dicts (docs/data.md, "Data batches"), in camera frame metres and crop pixels. Tensors:
 
     image (3, S, S) uint8 RGB, C-contiguous (the encoder scales and normalises it: `Encoder.forward`; uint8 keeps
     workers, collation and the copy between processes 4x lighter than float32); K (3, 3) crop intrinsics;

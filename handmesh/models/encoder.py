@@ -69,7 +69,7 @@ class Encoder(nn.Module):
         x = images.float()
         if images.dtype == torch.uint8:
             x = x * (1 / 255)  # uint8 batches cross processes and devices 4x lighter than float32 ones
-        # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (setup-notes.md)
+        # NCHW-contiguous: a channels-last batch crashes FastViT's backward pass on torch 2.14.1 CPU (docs/results.md)
         return ((x - self.mean) / self.std).contiguous()
 
     def load_backbone_weights(self, path: str | os.PathLike) -> None:

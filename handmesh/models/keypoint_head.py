@@ -4,7 +4,7 @@ Integral regression (Sun et al. 2018, "Integral Human Pose Regression"): differe
 supervised directly in pixels. Why the hand model has it (switch: `HandModel(keypoint_head=True)`):
 - Dense supervision: every cell of every map gets a gradient, where a global pose regressor gets one vector per image.
   From random weights the network learns where the joints are long before it learns the articulation from a pooled
-  vector (measured on the quick start's synthetic set; see configs/quickstart.yaml).
+  vector (measured on the quick start's synthetic set: docs/results.md).
 - The regressor reads the 21 positions next to the pooled features: the 2D layout of the joints carries most of
   the articulation, and a small MLP maps it to MANO parameters quickly.
 FreiHAND (and `handmesh synth`) annotate all 21 keypoints of every image, so the loss needs no visibility mask.

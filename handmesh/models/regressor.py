@@ -9,8 +9,7 @@ Why iterative error feedback (HMR, Kanazawa et al. 2018) on pooled features is t
   adding corrections means an untrained model already outputs a plausible hand, and early training is stable.
 - The 6D rotation representation (Zhou et al. 2019) is continuous, unlike axis-angle, which regresses better.
 The `transformer` head (HaMeR-style: one query token cross-attending to the spatial feature tokens, 2 layers of width
-256) keeps the spatial layout that pooling throws away, at a similar cost (measured on 2 CPU cores, batch 32: ~65 ms
-per training step for either head at 128 px, ~60 vs ~120 ms at 224 px, against ~2.7 s for a FastViT-T8 step). It is
+256) keeps the spatial layout that pooling throws away, at a cost small next to the encoder's (docs/results.md). It is
 a config switch (`head: transformer`); `ief` stays the default because it is the recipe the FastViT result used.
 """
 

@@ -1,6 +1,6 @@
 """The stand-in hand's rig: joint regressor, skinning weights, shape directions and pose correctives.
 
-Everything follows MANO's conventions (see ../shared/docs/mano.md): joint j's weights move the bone that starts at
+Everything follows MANO's conventions (see docs/mano.md): joint j's weights move the bone that starts at
 joint j; `J_regressor @ v` gives the 16 joints; `v + shapedirs @ betas`; pose correctives
 `posedirs @ ((R_j - I).ravel() for j in 1..15)` added before skinning.
 """

@@ -88,10 +88,14 @@ def grasp_set(anatomy: Anatomy) -> np.ndarray:
 
 
 def pose_pca(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PCA of poses (N, 45): mean (45,), components (45, 45) orthonormal rows by falling variance, coefficients
-    (N, 45) with poses = mean + coefficients @ components. Each component's largest entry is positive."""
+    """PCA of poses (N, 45) in MANO's form: mean (45,); components (45, 45), rows by falling variance, each the
+    principal direction scaled by its standard deviation (MANO's rows are scaled so, not orthonormal); coefficients
+    (N, 45) with poses = mean + coefficients @ components, each column of unit spread. Each component's largest
+    entry is positive."""
     mean = poses.mean(axis=0)
-    _, _, vt = np.linalg.svd(poses - mean, full_matrices=True)
+    _, singular, vt = np.linalg.svd(poses - mean, full_matrices=True)
     signs = np.sign(vt[np.arange(len(vt)), np.argmax(np.abs(vt), axis=1)])
-    components = vt * signs[:, None]
-    return mean, components, (poses - mean) @ components.T
+    std = np.zeros(len(vt))
+    std[: len(singular)] = singular / np.sqrt(len(poses))  # (45,) radians: spread of the grasps along each direction
+    components = (vt * signs[:, None]) * std[:, None]
+    return mean, components, (poses - mean) @ (vt * signs[:, None]).T / std

@@ -22,7 +22,7 @@ KNUCKLE_BLEND = (-0.008, 0.006)  # metres along the finger from its MCP: the pal
 THUMB_REACH = (0.013, 0.025)  # metres from the thumb's metacarpal: fully the thumb's, then the palm's
 # Joint regressor: each joint averages the skin around it with Gaussian weights of this width (metres), out to
 # REGRESSOR_CUT widths; the palm's joints (wrist, MCPs, thumb base) average wider patches.
-REGRESSOR_SIGMA = {0: 0.014, 1: 0.010, 4: 0.010, 7: 0.010, 10: 0.010, 13: 0.012, 14: 0.009}
+REGRESSOR_SIGMA = {0: 0.014, 1: 0.010, 4: 0.010, 7: 0.010, 10: 0.010, 13: 0.012, 14: 0.011}
 DEFAULT_REGRESSOR_SIGMA = 0.010
 REGRESSOR_CUT = 3.0
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -183,7 +183,9 @@ def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray) -> np
             outward = radial / distance[:, None]  # (778, 3) unit, away from the bone's axis
             palmar = np.cross(n, d)  # unit, toward the palm side of this bone
             facing = outward @ palmar  # (778,) 1 on the palmar midline, -1 on the dorsal one
-            own = ((mesh.digit == k) | (mesh.digit < 0)) & (distance < c.reach)
+            # A finger's PIP and DIP change only that finger; the knuckles and the thumb reach into the palm too.
+            inner = bone > 0 and chain.name != "thumb"
+            own = ((mesh.digit == k) | (~inner & (mesh.digit < 0))) & (distance < c.reach)
             gauss = lambda x, w: np.exp(-0.5 * (x / w) ** 2)  # noqa: E731
             palm_side = np.clip(facing, 0.0, 1.0) ** 2
             back_side = np.clip(-facing, 0.0, 1.0) ** 2

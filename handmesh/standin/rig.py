@@ -14,7 +14,7 @@ from scipy.optimize import lsq_linear
 from scipy.sparse import csc_matrix
 
 from handmesh.joints import NUM_BETAS, NUM_MANO_JOINTS
-from handmesh.standin.anatomy import WRIST, Anatomy
+from handmesh.standin.anatomy import FINGERS, WRIST, Anatomy
 from handmesh.standin.mesh import HandMesh
 
 BLEND = 0.004  # metres: half-width of the weight blend across a PIP, DIP or IP joint
@@ -127,15 +127,18 @@ class Corrective:
 
 
 CORRECTIVES = {
-    "mcp": Corrective(0.0070, 0.014, 0.010, 0.0035, 0.005, 0.0060, 0.014, 0.0040, 0.028, 0.028),
-    "pip": Corrective(0.0050, 0.008, 0.006, 0.0025, 0.003, 0.0035, 0.008, 0.0035, 0.018, 0.020),
-    "thumb-base": Corrective(0.0070, 0.018, 0.016, 0.0, 0.004, 0.0050, 0.016, 0.0040, 0.028, 0.045),
+    "mcp": Corrective(0.0025, 0.020, 0.010, 0.0025, 0.005, 0.0050, 0.014, 0.0050, 0.028, 0.028),
+    "pip": Corrective(0.0018, 0.011, 0.006, 0.0015, 0.003, 0.0035, 0.008, 0.0045, 0.018, 0.020),
+    "thumb-base": Corrective(0.0035, 0.025, 0.016, 0.0, 0.004, 0.0050, 0.016, 0.0050, 0.028, 0.045),
 }
 SPREAD_BULGE = 0.005  # metres: flesh pushed out on the side a knuckle spreads toward, at 90 degrees of spread
 # MANO's tree has no metacarpal joints, but a fist flexes the ring's and pinky's metacarpals: the knuckle sinks
 # toward the palm by this much (metres) when the finger's MCP flexes 90 degrees, the palm cupping behind it.
-CUPPING = {"index": 0.003, "middle": 0.004, "ring": 0.006, "pinky": 0.008}
-CUPPING_WIDTH = 0.018  # metres across the palm from the metacarpal's line
+CUPPING = {"index": 0.002, "middle": 0.003, "ring": 0.004, "pinky": 0.005}
+CUPPING_WIDTH = 0.014  # metres across the palm from the metacarpal's line
+# A finger's proximal phalanx glides around the metacarpal head: its base turns about a point GLIDE metres
+# proximal of the kinematic MCP, fading to the plain rotation at the PIP.
+GLIDE = 0.007
 
 
 def _corrective_kind(chain_name: str, bone: int) -> str:
@@ -151,7 +154,7 @@ def _cupping(mesh: HandMesh, chain, k: int) -> np.ndarray:
     line = knuckle - WRIST
     s = np.clip((mesh.vertices - WRIST) @ line / line.dot(line), 0.0, 1.0)  # (778,) 0 at the wrist, 1 at the knuckle
     across = np.linalg.norm(mesh.vertices - (WRIST + s[:, None] * line), axis=1)
-    share = np.where(mesh.digit == k, 1.0, np.where(mesh.digit < 0, np.exp(-0.5 * (across / CUPPING_WIDTH) ** 2), 0.0))
+    share = np.where(mesh.digit < 0, np.exp(-0.5 * (across / CUPPING_WIDTH) ** 2), 0.0)
     return (CUPPING[chain.name] * _smoothstep(s) * share)[:, None] * -chain.dorsal[0]
 
 
@@ -161,7 +164,21 @@ def _flexion_feature(n: np.ndarray) -> np.ndarray:
     return (cross + np.outer(n, n) - np.eye(3)).ravel() / 4.0
 
 
-def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray) -> np.ndarray:
+def _glide(mesh: HandMesh, chain, weights: np.ndarray) -> np.ndarray:
+    """(778, 3, 9) posedirs block of a finger's MCP: vertex v moves by (R^T - I) w(v) in the rest frame, which
+    skinning by R turns into (I - R) w(v): the turn about the joint becomes one about the point w(v) = -GLIDE d
+    behind it, for the proximal phalanx's base (its skinning weight), fading out toward the PIP."""
+    d, length = chain.directions()[0], chain.lengths()[0]
+    taper = 1.0 - _smoothstep((mesh.vertices - chain.points[0]) @ d / length)  # (778,) 1 up to the MCP, 0 at the PIP
+    lever = -GLIDE * (weights @ np.eye(NUM_MANO_JOINTS)[1 + 3 * FINGERS.index(chain.name)] * taper)[:, None] * d
+    block = np.zeros((len(mesh.vertices), 3, 9))
+    for k in range(3):  # offset_i = sum_k (R - I)_ki lever_k: feature (R - I)_ki is column 3k + i
+        for i in range(3):
+            block[:, i, 3 * k + i] = lever[:, k]
+    return block
+
+
+def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(778, 3, 135) posedirs: flexing a joint bulges the palmar flesh on either side of a crease at the joint,
     pushes the dorsal side out over it and draws the dorsal skin toward it (CORRECTIVES, sized at 90 degrees).
 
@@ -202,7 +219,7 @@ def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray) -> np
                 spread = SPREAD_BULGE * gauss(along, c.knuckle_width) * side * fade
                 block += (spread[:, None] * outward)[:, :, None] * _flexion_feature(u)[None, None, :]
             if bone == 0 and chain.name in CUPPING:
-                block += _cupping(mesh, chain, k)[:, :, None] * feature[None, None, :]
+                block += _cupping(mesh, chain, k)[:, :, None] * feature[None, None, :] + _glide(mesh, chain, weights)
             posedirs[:, :, 9 * (j - 1): 9 * j] = block
     return posedirs
 

@@ -35,7 +35,7 @@ def _right_hand(progress: bool = False) -> dict:
         weights = skinning_weights(mesh, anatomy)
         bar.update()
         shapedirs = shape_directions(mesh, anatomy, weights, joints)
-        posedirs = pose_correctives(mesh, anatomy, joints)
+        posedirs = pose_correctives(mesh, anatomy, joints, weights)
         bar.update()
         mean, components, coefficients = pose_pca(grasp_set(anatomy))
         bar.update()

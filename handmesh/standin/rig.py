@@ -22,17 +22,19 @@ KNUCKLE_BLEND = (-0.008, 0.006)  # metres along the finger from its MCP: the pal
 THUMB_REACH = (0.013, 0.025)  # metres from the thumb's metacarpal: fully the thumb's, then the palm's
 # Joint regressor: each joint averages the skin around it with Gaussian weights of this width (metres), out to
 # REGRESSOR_CUT widths; the palm's joints (wrist, MCPs, thumb base) average wider patches.
-REGRESSOR_SIGMA = {0: 0.014, 1: 0.010, 4: 0.010, 7: 0.010, 10: 0.010, 13: 0.012, 14: 0.011}
+REGRESSOR_SIGMA = {0: 0.014, 13: 0.012, 14: 0.011}
 DEFAULT_REGRESSOR_SIGMA = 0.010
 REGRESSOR_CUT = 3.0
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
 
 
 def joint_regressor(mesh: HandMesh, joints: np.ndarray) -> csc_matrix:
-    """(16, 778) sparse: each joint a non-negative weighted mean of the skin around it, exactly at `joints`
-    (16, 3) metres in the rest pose.
+    """(16, 778) sparse: each joint a non-negative weighted mean of the skin around it, at `joints` (16, 3)
+    metres in the rest pose (to a fraction of a millimetre).
 
     Like MANO's, a row spreads over every vertex within a few centimetres of its joint (its own digit and the
     palm; never a neighbouring digit): the weights stay as close as they can to a Gaussian of the distance from

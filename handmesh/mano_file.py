@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ DEFAULT_MANO_DIR = Path("data/mano")  # where users put mano_v1_2/models/MANO_*.
 DEFAULT_STANDIN_DIR = Path("data/mano_standin")  # where the stand-in is written when no MANO is found
 MANO_DIR_ENV = "HANDMESH_MANO_DIR"
 STANDIN_KEY = "handmesh_standin"  # extra key that marks the stand-in model's files
+STANDIN_VERSION_KEY = "handmesh_standin_version"  # extra key: the stand-in's STANDIN_VERSION (absent before 2)
+STANDIN_VERSION = 2  # bump whenever the generated stand-in changes, so existing copies are regenerated
+REGRESSOR_ROW_SUM_TOLERANCE = 1e-3  # each J_regressor row is a weighted mean of vertices: it sums to 1
 FILE_NAMES = {"right": "MANO_RIGHT.pkl", "left": "MANO_LEFT.pkl"}
 HOW_TO_GET_MANO = (
     "Download MANO from https://mano.is.tue.mpg.de (free registration), unpack it and copy "
@@ -48,6 +52,7 @@ class ManoModelData:
     side: str  # "right" or "left"
     path: Path
     is_standin: bool  # True for handmesh's generated stand-in, False for real MANO
+    standin_version: int | None = None  # the stand-in's STANDIN_VERSION (1 for files older than the key); MANO: None
 
     def describe(self) -> str:
         kind = "the handmesh STAND-IN hand model (not MANO)" if self.is_standin else "MANO"
@@ -135,6 +140,34 @@ def _check_shape(array: np.ndarray, shape: tuple, key: str, path: Path) -> np.nd
     return array
 
 
+def _check_regressor(J_regressor: np.ndarray, path: Path) -> np.ndarray:
+    """(16, 778) J_regressor, checked: each row is a weighted mean of vertices, so it sums to 1."""
+    if J_regressor.shape != (NUM_MANO_JOINTS, NUM_VERTICES):
+        raise ManoFileError(
+            f"{path}: 'J_regressor' has shape {J_regressor.shape}, expected {(NUM_MANO_JOINTS, NUM_VERTICES)} "
+            f"(16 joints x 778 vertices) as in MANO; the file is not a MANO hand model or was damaged. "
+            f"{HOW_TO_GET_MANO}"
+        )
+    sums = J_regressor.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > REGRESSOR_ROW_SUM_TOLERANCE)
+    if len(bad):
+        found = ", ".join(f"joint {j}: {sums[j]:.6g}" for j in bad[:4]) + (" ..." if len(bad) > 4 else "")
+        raise ManoFileError(
+            f"{path}: 'J_regressor' rows must each sum to 1 (a weighted mean of vertices, within "
+            f"{REGRESSOR_ROW_SUM_TOLERANCE:g}); found {found}. The file was altered or damaged: use MANO's original "
+            f"file or a faithful chumpy-free copy. {HOW_TO_GET_MANO}"
+        )
+    return J_regressor
+
+
+def _standin_version(data: dict) -> int | None:
+    """The stand-in version a loaded file dict was written with; None for MANO (no stand-in marker)."""
+    if STANDIN_KEY not in data:
+        return None
+    version = data.get(STANDIN_VERSION_KEY, 1)
+    return int(version) if isinstance(version, (int, np.integer)) else 1
+
+
 def detect_side(v_template: np.ndarray, J_regressor: np.ndarray) -> str | None:
     """Chirality from the rest pose: the thumb's base sits on the palm side. None when the geometry can't tell.
 
@@ -163,7 +196,7 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
     arrays = {key: _to_numpy(data[key], key, path) for key in required}
     v_template = _check_shape(arrays["v_template"].astype(np.float64), (NUM_VERTICES, 3), "v_template", path)
     faces = _check_shape(arrays["f"].astype(np.int64), (NUM_FACES, 3), "f", path)
-    J_regressor = _check_shape(arrays["J_regressor"].astype(np.float64), (NUM_MANO_JOINTS, NUM_VERTICES), "J_regressor", path)
+    J_regressor = _check_regressor(arrays["J_regressor"].astype(np.float64), path)
     parents = arrays["kintree_table"][0].astype(np.int64)
     parents[0] = -1
     if tuple(parents) != MANO_PARENTS:
@@ -185,6 +218,7 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
         side=side or detect_side(v_template, J_regressor) or _side_from_name(path) or "right",
         path=path,
         is_standin=STANDIN_KEY in data,
+        standin_version=_standin_version(data),
     )
     found = detect_side(v_template, J_regressor)
     if side is not None and found is not None and found != side:
@@ -220,9 +254,54 @@ class ManoSource:
         return f"hand model: {kind} from {self.directory} ({self.reason})"
 
 
-def _is_standin_file(path: Path) -> bool:
-    """Cheap check for the stand-in marker without a full load."""
-    return STANDIN_KEY in _read_pickle(path)
+def _standin_version_of(path: Path) -> int | None:
+    """The stand-in version of the model file at `path` (None for MANO), without a full load."""
+    return _standin_version(_read_pickle(path))
+
+
+def _standin_is_current(directory: Path) -> tuple[bool, str]:
+    """Whether `directory` holds both stand-in files of this handmesh's STANDIN_VERSION, and if not, why."""
+    if not all((directory / FILE_NAMES[side]).is_file() for side in FILE_NAMES):
+        return False, "absent"
+    try:
+        versions = {_standin_version_of(directory / FILE_NAMES[side]) for side in FILE_NAMES}
+    except ManoFileError:
+        return False, "unreadable"
+    if None in versions:
+        raise ManoFileError(f"{directory} is where handmesh writes its stand-in hand model, but it holds model files "
+                            f"without the stand-in's marker (MANO?). Move MANO's files to {DEFAULT_MANO_DIR}/ "
+                            f"(or pass --mano-dir) and leave {directory} to handmesh.")
+    if versions != {STANDIN_VERSION}:
+        found = ", ".join(str(v) for v in sorted(versions, key=str))
+        return False, f"written by another handmesh (stand-in version {found}, this one writes {STANDIN_VERSION})"
+    return True, "current"
+
+
+def _write_default_standin(directory: Path, why: str) -> None:
+    from handmesh.standin import write_standin  # only when needed: building the stand-in takes a moment
+
+    if why != "absent":
+        print(f"regenerating the stand-in hand model in {directory}: the copy there is {why}", file=sys.stderr)
+    write_standin(directory)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _checked_source(directory: Path, standin: Path, reason: str) -> ManoSource:
+    """The source in `directory` (which holds MANO_RIGHT.pkl), refusing an outdated stand-in there unless it is
+    `standin`, handmesh's own folder, which is renewed instead."""
+    version = _standin_version_of(directory / FILE_NAMES["right"])
+    if version is not None and version != STANDIN_VERSION:
+        if not _same_folder(directory, standin):
+            raise ManoFileError(
+                f"{directory} ({reason}) holds a stand-in hand model written by another handmesh (stand-in version "
+                f"{version}); this handmesh uses version {STANDIN_VERSION}. Run `handmesh standin --out {directory}` "
+                f"to renew it, or use MANO there."
+            )
+        _write_default_standin(directory, _standin_is_current(directory)[1])
+    return ManoSource(directory, version is not None, reason)
 
 
 def resolve_mano_dir(
@@ -233,10 +312,13 @@ def resolve_mano_dir(
     """Find the MANO folder: `mano_dir`, else $HANDMESH_MANO_DIR, else `default_dir`, else the stand-in.
 
     An explicit folder (argument or environment) must hold MANO_RIGHT.pkl: a wrong path is an error, never a silent
-    fallback. With no explicit folder and no MANO in `default_dir`, the stand-in is written to `standin_dir` if absent.
-    Accepts the folder of the files, or the unpacked `mano_v1_2` folder (its `models/` is looked in).
+    fallback. With no explicit folder and no MANO in `default_dir`, the stand-in is written to `standin_dir` if
+    absent or written by another handmesh (another STANDIN_VERSION). An explicit folder holding an outdated stand-in
+    is an error (it is the user's copy: `handmesh standin --out DIR` renews it), except `standin_dir` itself, which
+    handmesh owns and renews. Accepts the folder of the files, or the unpacked `mano_v1_2` folder (its `models/`).
     """
     explicit, reason = (mano_dir, "--mano-dir") if mano_dir else (os.environ.get(MANO_DIR_ENV), f"${MANO_DIR_ENV}")
+    standin = Path(standin_dir)
     if explicit:
         directory = _models_folder(Path(explicit))
         if not (directory / FILE_NAMES["right"]).is_file():
@@ -244,15 +326,13 @@ def resolve_mano_dir(
                 f"no {FILE_NAMES['right']} in {directory} (given by {reason}): expected the MANO model files there. "
                 f"{HOW_TO_GET_MANO}"
             )
-        return ManoSource(directory, _is_standin_file(directory / FILE_NAMES["right"]), reason)
+        return _checked_source(directory, standin, reason)
     directory = _models_folder(Path(default_dir))
     if (directory / FILE_NAMES["right"]).is_file():
-        return ManoSource(directory, _is_standin_file(directory / FILE_NAMES["right"]), "found in the default folder")
-    standin = Path(standin_dir)
-    if not (standin / FILE_NAMES["right"]).is_file() or not (standin / FILE_NAMES["left"]).is_file():
-        from handmesh.standin import write_standin  # only when needed: building the stand-in takes a moment
-
-        write_standin(standin)
+        return _checked_source(directory, standin, "found in the default folder")
+    current, why = _standin_is_current(standin)
+    if not current:
+        _write_default_standin(standin, why)
     return ManoSource(standin, True, f"no MANO in {directory}; {HOW_TO_GET_MANO}")
 
 

@@ -15,7 +15,7 @@ from handmesh.errors import ManoFileError
 from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.joints import FINGERTIP_VERTEX_IDS, FREIHAND_FROM_MANO, MANO_PARENTS
 from handmesh.mano import ManoLayer
-from handmesh.mano_file import load_mano_file, resolve_mano_dir
+from handmesh.mano_file import STANDIN_VERSION, STANDIN_VERSION_KEY, load_mano_file, resolve_mano_dir
 
 RNG = np.random.default_rng(0)
 
@@ -219,3 +219,70 @@ def test_standin_matches_smplx_mano(standin_dir):
     expected = reference(global_orient=pose[:, :3], hand_pose=pose[:, 3:], betas=betas).vertices
     ours = layer(layer.pose_from_axis_angle(pose, add_hands_mean=False), betas).vertices
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_regressor_of_the_wrong_shape_or_with_rows_not_summing_to_one_is_refused(tmp_path):
+    model = _toy_model_dict()
+    model["J_regressor"] = scipy.sparse.csc_matrix(np.full((21, 778), 1.0 / 778))
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    with pytest.raises(ManoFileError, match=r"shape \(21, 778\), expected \(16, 778\)"):
+        load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    regressor = np.zeros((16, 778))
+    regressor[np.arange(16), 10 * np.arange(16)] = 1.0
+    regressor[5, 3] = 0.01  # joint 5's row sums to 1.01
+    model["J_regressor"] = scipy.sparse.csc_matrix(regressor)
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as handle:
+        pickle.dump(model, handle)
+    with pytest.raises(ManoFileError, match=r"sum to 1 .*joint 5: 1\.01.*MANO's original file"):
+        load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    from handmesh.cli import main
+
+    assert main(["render-hand", "--mano-dir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def _age_standin(directory, version: int | None) -> None:
+    """Rewrite the stand-in files as an earlier handmesh wrote them: another version, or (None) no version key."""
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        data = pickle.loads((directory / name).read_bytes())
+        data.pop(STANDIN_VERSION_KEY)
+        if version is not None:
+            data[STANDIN_VERSION_KEY] = version
+        (directory / name).write_bytes(pickle.dumps(data, protocol=2))
+
+
+def test_outdated_standin_in_its_own_folder_is_regenerated(standin_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    standin = tmp_path / "standin"
+    standin.mkdir()
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        (standin / name).write_bytes((standin_dir / name).read_bytes())
+    source = resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin)
+    assert source.is_standin and "regenerating" not in capsys.readouterr().err  # current: used as it is
+    _age_standin(standin, None)
+    source = resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin)
+    message = capsys.readouterr().err
+    assert source.directory == standin and message.count("regenerating") == 1  # one line (and a progress bar)
+    line = next(line for line in message.splitlines() if "regenerating" in line)
+    assert "regenerating the stand-in" in line and "version 1" in line
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        assert (standin / name).read_bytes() == (standin_dir / name).read_bytes()
+    assert load_mano_file(standin / "MANO_RIGHT.pkl").standin_version == STANDIN_VERSION
+    _age_standin(standin, STANDIN_VERSION + 1)  # a newer handmesh's is replaced too: this one reads its own
+    resolve_mano_dir(standin, default_dir=tmp_path / "mano", standin_dir=standin)
+    assert load_mano_file(standin / "MANO_RIGHT.pkl").standin_version == STANDIN_VERSION
+
+
+def test_outdated_standin_given_explicitly_is_refused_with_the_command_to_renew_it(standin_dir, tmp_path):
+    copy = tmp_path / "my_standin"
+    copy.mkdir()
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        (copy / name).write_bytes((standin_dir / name).read_bytes())
+    _age_standin(copy, None)
+    before = (copy / "MANO_RIGHT.pkl").read_bytes()
+    with pytest.raises(ManoFileError, match=f"stand-in version 1.*handmesh standin --out {copy}"):
+        resolve_mano_dir(copy, standin_dir=tmp_path / "standin")
+    assert (copy / "MANO_RIGHT.pkl").read_bytes() == before  # the user's files are left alone
+    from handmesh.cli import main
+
+    assert main(["render-hand", "--mano-dir", str(copy), "--out", str(tmp_path / "x.png")]) == 2

@@ -180,3 +180,30 @@ def test_renderer_follows_opencv_pixel_centres():
             assert abs(weight - 144) < 2  # 12 x 12 px
     finally:
         scene.close()
+
+
+def test_marker_records_the_hand_model_and_a_stale_set_is_regenerated_with_the_reason(tmp_path):
+    from handmesh.data.synth import SYNTH_FORMAT_VERSION
+    from handmesh.mano_file import STANDIN_VERSION
+
+    out = tmp_path / "set"
+    synthesize(None, out, 1, 1, seed=0, progress=False, log=None)
+    marker = orjson.loads((out / MARKER).read_bytes())
+    assert marker["format_version"] == SYNTH_FORMAT_VERSION and marker["standin_version"] == STANDIN_VERSION
+    assert len(marker["hand_model_sha1"]) == 40
+    stale = {"format_version": SYNTH_FORMAT_VERSION - 1, "standin_version": None, "hand_model_sha1": "0" * 40}
+    expected = {"format_version": "synthetic data format", "standin_version": "stand-in version unrecorded",
+                "hand_model_sha1": "another hand model"}
+    for key, value in stale.items():
+        old = {**marker, key: value}
+        if value is None:
+            old.pop(key)  # a marker written before handmesh recorded the stand-in's version
+        (out / MARKER).write_bytes(orjson.dumps(old))
+        messages = []
+        result = synthesize(None, out, 1, 1, seed=0, progress=False, log=messages.append)
+        assert not result.reused, key
+        assert any(m.startswith(f"regenerating {out}") and expected[key] in m for m in messages), (key, messages)
+        assert orjson.loads((out / MARKER).read_bytes())[key] == marker[key]
+    messages = []
+    assert synthesize(None, out, 1, 1, seed=0, progress=False, log=messages.append).reused  # never silently redone
+    assert not any("regenerating" in m for m in messages)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from handmesh.errors import HandmeshError
-from handmesh.mano_file import DEFAULT_STANDIN_DIR
+from handmesh.mano_file import DEFAULT_STANDIN_DIR, STANDIN_VERSION
 from handmesh.standin import write_standin
 
 
@@ -25,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
         raise HandmeshError(f"could not write the stand-in model into {args.out}: {error}. "
                             f"Pass a writable folder with --out.") from error
     for path in paths:
-        print(f"wrote {path} (handmesh stand-in hand model; not MANO)")
+        print(f"wrote {path} (handmesh stand-in hand model, version {STANDIN_VERSION}; not MANO)")
     return 0

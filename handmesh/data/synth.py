@@ -207,6 +207,22 @@ def _read_marker(folder: Path) -> dict | None:
         return None
 
 
+_WHY_STALE = {  # marker key -> what a difference there means, for the message when a folder is regenerated
+    "format_version": "written by another handmesh (synthetic data format {found}, this one writes {wanted})",
+    "standin_version": "made with another stand-in hand model (stand-in version {found}, now {wanted})",
+    "hand_model_sha1": "made with another hand model file",
+}
+
+
+def _stale_reason(existing: dict, settings: dict) -> str | None:
+    """Why a folder with marker `existing` is not the dataset `settings` asks for (None: it is)."""
+    for key, message in _WHY_STALE.items():
+        if existing.get(key) != settings[key]:
+            return message.format(found=existing.get(key, "unrecorded"), wanted=settings[key])
+    changed = sorted(key for key, value in settings.items() if existing.get(key) != value)
+    return f"made with other settings ({', '.join(changed)})" if changed else None
+
+
 def _readme(info: dict) -> str:
     warning = "made with the STAND-IN hand model, not MANO: shapes and poses are illustrative" if info["is_standin"] else (
         "made with MANO")
@@ -245,13 +261,16 @@ def synthesize(
     settings = {
         "format_version": SYNTH_FORMAT_VERSION, "seed": int(seed), "n_train": int(n_train), "n_eval": int(n_eval),
         "image_size": IMAGE_SIZE, "hand_model_sha1": hashlib.sha1(model_file.read_bytes()).hexdigest(),
-        "views": dataclasses.asdict(views),
+        "standin_version": load_mano_file(model_file).standin_version, "views": dataclasses.asdict(views),
     }
     out = Path(out)
     existing = _read_marker(out)
-    if existing is not None and all(existing.get(key) == value for key, value in settings.items()):
-        log(f"{out} already holds this synthetic dataset (seed {seed}, {n_train} + {n_eval} samples); reusing it.")
-        return SynthResult(out, n_train, n_eval, 0.0, 0.0, source.describe(), reused=True)
+    if existing is not None:
+        stale = _stale_reason(existing, settings)
+        if stale is None:
+            log(f"{out} already holds this synthetic dataset (seed {seed}, {n_train} + {n_eval} samples); reusing it.")
+            return SynthResult(out, n_train, n_eval, 0.0, 0.0, source.describe(), reused=True)
+        log(f"regenerating {out}: the synthetic dataset there was {stale}")
     if out.exists() and existing is None and (not out.is_dir() or any(out.iterdir())):
         raise DataError(
             f"{out} exists and was not written by `handmesh synth` (no {MARKER}); refusing to replace it. "

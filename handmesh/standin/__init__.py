@@ -1,7 +1,9 @@
 """The stand-in hand model: a generated hand in MANO's exact file format, so everything runs without MANO.
 
 `build_standin(side)` returns the dict a MANO pickle holds; `write_standin(out_dir)` writes MANO_RIGHT.pkl and
-MANO_LEFT.pkl. Files carry the extra key `mano_file.STANDIN_KEY` so every tool can tell them from MANO.
+MANO_LEFT.pkl. Files carry the extra key `mano_file.STANDIN_KEY` so every tool can tell them from MANO, and
+`mano_file.STANDIN_VERSION_KEY` (an int, `mano_file.STANDIN_VERSION`) so copies written by another handmesh are
+recognised and renewed.
 """
 
 from handmesh.standin.writer import build_standin, write_standin

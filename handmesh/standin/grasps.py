@@ -88,10 +88,19 @@ def grasp_set(anatomy: Anatomy) -> np.ndarray:
 
 
 def pose_pca(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PCA of poses (N, 45): mean (45,), components (45, 45) orthonormal rows by falling variance, coefficients
-    (N, 45) with poses = mean + coefficients @ components. Each component's largest entry is positive."""
+    """PCA of poses (N, 45) in MANO's form: mean (45,); components (45, 45), rows by falling variance, each the
+    principal direction scaled by its standard deviation (MANO's rows are scaled so, not orthonormal); coefficients
+    (N, 45) with poses = mean + coefficients @ components, each column of unit spread. Each component's largest
+    entry is positive.
+
+    Products are einsums (numpy's own loops, not the threaded BLAS) and the eigensolver sees a 45 x 45 matrix, so
+    the bytes do not depend on the number of BLAS threads.
+    """
     mean = poses.mean(axis=0)
-    _, _, vt = np.linalg.svd(poses - mean, full_matrices=True)
-    signs = np.sign(vt[np.arange(len(vt)), np.argmax(np.abs(vt), axis=1)])
-    components = vt * signs[:, None]
-    return mean, components, (poses - mean) @ components.T
+    centred = poses - mean
+    covariance = np.einsum("ni,nj->ij", centred, centred) / len(poses)  # (45, 45)
+    variances, vectors = np.linalg.eigh(covariance)  # ascending
+    directions = vectors[:, ::-1].T  # (45, 45) unit rows by falling variance
+    directions *= np.sign(directions[np.arange(len(directions)), np.argmax(np.abs(directions), axis=1)])[:, None]
+    std = np.sqrt(np.clip(variances[::-1], 0.0, None))  # (45,) radians: the grasps' spread along each direction
+    return mean, directions * std[:, None], np.einsum("ni,ki->nk", centred, directions) / std

@@ -32,7 +32,6 @@ class HandMesh:
     faces: np.ndarray  # (1538, 3) int64, outward winding
     digit: np.ndarray  # (778,) int64: index into FINGERS for digit-tube vertices, -1 for the palm
     axial: np.ndarray  # (778,) float64 metres along the digit's bones from its base joint (tube vertices; else 0)
-    joint_rings: dict[int, np.ndarray]  # MANO joint id -> vertex ids of the ring on that joint (PIP, DIP, IP)
     wrist_ring: np.ndarray  # (16,) vertex ids of the open boundary, in order
 
 
@@ -41,7 +40,6 @@ class _Tube:
     vertices: np.ndarray  # (n, 3)
     faces: np.ndarray  # (m, 3) local ids
     axial: np.ndarray  # (n,)
-    joint_rings: dict[int, np.ndarray]  # MANO joint id -> local ids
     tip: int  # local id of the pole
     axis: np.ndarray  # (M, 3) the axis polyline from the first ring's centre to the tip's centre
     radius: float  # metres: the first ring's largest distance from the axis
@@ -63,8 +61,8 @@ def _point_on_chain(chain: Chain, t: float) -> tuple[np.ndarray, np.ndarray, np.
     return point, direction, dorsal / np.linalg.norm(dorsal)
 
 
-def _tube(anatomy: Anatomy, chain: Chain, first_joint: int) -> _Tube:
-    """Rings from the web to the tip centre, then the cap. `first_joint` is the MANO id of the chain's base joint."""
+def _tube(anatomy: Anatomy, chain: Chain) -> _Tube:
+    """Rings from the web to the tip centre (one on every joint past the web), then the cap."""
     lengths = chain.lengths()
     knots = np.concatenate([[0.0], np.cumsum(lengths)])
     tip_centre = knots[3] - chain.radii[3]
@@ -105,20 +103,15 @@ def _tube(anatomy: Anatomy, chain: Chain, first_joint: int) -> _Tube:
     pole = rings * RING
     for k in range(RING):
         faces.append(((rings - 1) * RING + k, (rings - 1) * RING + (k + 1) % RING, pole))
-    joint_rings = {}
-    for j, knot in ((first_joint + 1, knots[1]), (first_joint + 2, knots[2])):
-        match = [i for i, t in enumerate(ts) if abs(t - knot) < 1e-9]
-        if match:
-            joint_rings[j] = match[0] * RING + np.arange(RING)
     axis = np.array([_point_on_chain(chain, t)[0] for t in stops])
     radius = float(np.max(np.linalg.norm(vertices[:RING] - axis[0], axis=1)))
-    return _Tube(vertices, np.array(faces), np.concatenate(axial), joint_rings, pole, axis, radius)
+    return _Tube(vertices, np.array(faces), np.concatenate(axial), pole, axis, radius)
 
 
 def build_mesh(anatomy: Anatomy | None = None) -> HandMesh:
     """The rest mesh with MANO's vertex and face counts; the fingertip poles sit at FINGERTIP_VERTEX_IDS."""
     anatomy = anatomy or Anatomy.default()
-    tubes = [_tube(anatomy, chain, 1 + 3 * k) for k, chain in enumerate(anatomy.digits)]
+    tubes = [_tube(anatomy, chain) for chain in anatomy.digits]
     wrist = wrist_ring(anatomy)
     holes = [tube.vertices[:RING] for tube in tubes]
     tube_total = sum(len(tube.vertices) for tube in tubes)
@@ -145,5 +138,4 @@ def build_mesh(anatomy: Anatomy | None = None) -> HandMesh:
     order = np.array([slot_of_tip[s] if s in slot_of_tip else next(rest) for s in range(NUM_VERTICES)])
     new_id = np.empty(NUM_VERTICES, dtype=np.int64)
     new_id[order] = np.arange(NUM_VERTICES)
-    rings = {j: new_id[off + ids] for t, off in zip(tubes, tube_offsets) for j, ids in t.joint_rings.items()}
-    return HandMesh(vertices[order], new_id[faces], digit[order], axial[order], rings, new_id[np.arange(WRIST_RING)])
+    return HandMesh(vertices[order], new_id[faces], digit[order], axial[order], new_id[np.arange(WRIST_RING)])

@@ -7,20 +7,24 @@ joint j; `J_regressor @ v` gives the 16 joints; `v + shapedirs @ betas`; pose co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import lsq_linear
 from scipy.sparse import csc_matrix
 
 from handmesh.joints import NUM_BETAS, NUM_MANO_JOINTS
-from handmesh.standin.anatomy import WRIST, Anatomy
+from handmesh.standin.anatomy import FINGERS, WRIST, Anatomy
 from handmesh.standin.mesh import HandMesh
 
 BLEND = 0.004  # metres: half-width of the weight blend across a PIP, DIP or IP joint
 KNUCKLE_BLEND = (-0.008, 0.006)  # metres along the finger from its MCP: the palm hands over to the finger here
 THUMB_REACH = (0.013, 0.025)  # metres from the thumb's metacarpal: fully the thumb's, then the palm's
-REGRESSOR_RADIUS = {0: 0.024, 13: 0.024}  # metres: vertices averaged for joints inside the palm (default below)
-BULGE = 0.003  # metres: palmar bulge of a joint flexed by 90 degrees
-BULGE_REACH = 0.008  # metres along the bone from the joint
+# Joint regressor: each joint averages the skin around it with Gaussian weights of this width (metres), out to
+# REGRESSOR_CUT widths; the palm's joints (wrist, MCPs, thumb base) average wider patches.
+REGRESSOR_SIGMA = {0: 0.014, 13: 0.012, 14: 0.011}
+DEFAULT_REGRESSOR_SIGMA = 0.010
+REGRESSOR_CUT = 3.0
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -29,19 +33,26 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def joint_regressor(mesh: HandMesh, joints: np.ndarray) -> csc_matrix:
-    """(16, 778) sparse: each joint a non-negative weighted mean of the vertices around it, as close to `joints`
-    (16, 3) metres as those vertices allow and as even as possible."""
+    """(16, 778) sparse: each joint a non-negative weighted mean of the skin around it, at `joints` (16, 3)
+    metres in the rest pose (to a fraction of a millimetre).
+
+    Like MANO's, a row spreads over every vertex within a few centimetres of its joint (its own digit and the
+    palm; never a neighbouring digit): the weights stay as close as they can to a Gaussian of the distance from
+    the joint. Under skinning that patch deforms, so the regressed joint leaves the bone's pivot when it bends.
+    """
     rows = np.zeros((NUM_MANO_JOINTS, len(mesh.vertices)))
     for j, target in enumerate(joints):
-        if j in mesh.joint_rings:
-            ids = mesh.joint_rings[j]
-        else:
-            distance = np.linalg.norm(mesh.vertices - target, axis=1)
-            ids = np.flatnonzero(distance < REGRESSOR_RADIUS.get(j, 0.016))
-        even = np.full(len(ids), 1.0 / len(ids))
-        # Least squares on [hit the joint (heavily); sum to one (heavily); stay close to even weights].
-        a = np.vstack([50.0 * mesh.vertices[ids].T, 50.0 * np.ones((1, len(ids))), 0.02 * np.eye(len(ids))])
-        b = np.concatenate([50.0 * target, [50.0], 0.02 * even])
+        sigma = REGRESSOR_SIGMA.get(j, DEFAULT_REGRESSOR_SIGMA)
+        digit = -1 if j == 0 else (j - 1) // 3  # index into FINGERS; the wrist belongs to the palm
+        distance = np.linalg.norm(mesh.vertices - target, axis=1)
+        ids = np.flatnonzero((distance < REGRESSOR_CUT * sigma) & ((mesh.digit == digit) | (mesh.digit < 0)))
+        prior = np.exp(-0.5 * (distance[ids] / sigma) ** 2)
+        prior /= prior.sum()
+        # Least squares on [hit the joint (heavily); sum to one (heavily); stay close to the Gaussian prior],
+        # the prior's residuals relative to its own size so that small far weights stay non-zero.
+        scale = 1.0 / (prior + 0.1 * prior.max())
+        a = np.vstack([50.0 * mesh.vertices[ids].T, 50.0 * np.ones((1, len(ids))), 0.02 * np.diag(scale)])
+        b = np.concatenate([50.0 * target, [50.0], 0.02 * scale * prior])
         weights = lsq_linear(a, b, bounds=(0.0, 1.0), method="bvls").x
         rows[j, ids] = weights / weights.sum()
     return csc_matrix(rows)
@@ -101,10 +112,79 @@ def skinning_weights(mesh: HandMesh, anatomy: Anatomy) -> np.ndarray:
     return weights
 
 
-def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray) -> np.ndarray:
-    """(778, 3, 135) posedirs: each flexed finger joint swells its palmar side by up to BULGE.
+@dataclass(frozen=True)
+class Corrective:
+    """The skin's change around one flexed joint, at 90 degrees of flexion (metres, widths along the bone)."""
 
-    The swelling follows f = (sin a + 1 - cos a) / 2 of the flexion angle a (1 at 90 degrees, 0 straight), which
+    bulge: float  # palmar flesh pushed out on either side of the crease, `bulge_at` from the joint
+    bulge_at: float
+    bulge_width: float
+    crease: float  # palmar skin drawn in at the joint line
+    crease_width: float
+    knuckle: float  # the dorsal side pushed out over the joint (the bone's head shows)
+    knuckle_width: float
+    slide: float  # dorsal skin drawn toward the joint (it stretches over the knuckle)
+    slide_width: float
+    reach: float  # metres from the bone's axis: nothing farther moves
+
+
+CORRECTIVES = {
+    "mcp": Corrective(0.0025, 0.020, 0.010, 0.0025, 0.005, 0.0050, 0.014, 0.0050, 0.028, 0.028),
+    "pip": Corrective(0.0018, 0.011, 0.006, 0.0015, 0.003, 0.0035, 0.008, 0.0045, 0.018, 0.020),
+    "thumb-base": Corrective(0.0035, 0.025, 0.016, 0.0, 0.004, 0.0050, 0.016, 0.0050, 0.028, 0.045),
+}
+SPREAD_BULGE = 0.005  # metres: flesh pushed out on the side a knuckle spreads toward, at 90 degrees of spread
+# MANO's tree has no metacarpal joints, but a fist flexes the ring's and pinky's metacarpals: the knuckle sinks
+# toward the palm by this much (metres) when the finger's MCP flexes 90 degrees, the palm cupping behind it.
+CUPPING = {"index": 0.002, "middle": 0.003, "ring": 0.004, "pinky": 0.005}
+CUPPING_WIDTH = 0.014  # metres across the palm from the metacarpal's line
+# A finger's proximal phalanx glides around the metacarpal head: its base turns about a point GLIDE metres
+# proximal of the kinematic MCP, fading to the plain rotation at the PIP.
+GLIDE = 0.007
+
+
+def _corrective_kind(chain_name: str, bone: int) -> str:
+    if chain_name == "thumb":
+        return "thumb-base" if bone == 0 else "pip"
+    return "mcp" if bone == 0 else "pip"
+
+
+def _cupping(mesh: HandMesh, chain, k: int) -> np.ndarray:
+    """(778, 3) metres: the finger (digit k) and the palm along its metacarpal sink palmar, from nothing at the
+    wrist to CUPPING at the knuckle and beyond."""
+    knuckle = chain.points[0]
+    line = knuckle - WRIST
+    s = np.clip((mesh.vertices - WRIST) @ line / line.dot(line), 0.0, 1.0)  # (778,) 0 at the wrist, 1 at the knuckle
+    across = np.linalg.norm(mesh.vertices - (WRIST + s[:, None] * line), axis=1)
+    share = np.where(mesh.digit < 0, np.exp(-0.5 * (across / CUPPING_WIDTH) ** 2), 0.0)
+    return (CUPPING[chain.name] * _smoothstep(s) * share)[:, None] * -chain.dorsal[0]
+
+
+def _flexion_feature(n: np.ndarray) -> np.ndarray:
+    """(9,) F with <F, R - I> = (sin a + 1 - cos a) / 2 for R a rotation by a about the unit axis n."""
+    cross = np.array([[0.0, -n[2], n[1]], [n[2], 0.0, -n[0]], [-n[1], n[0], 0.0]])
+    return (cross + np.outer(n, n) - np.eye(3)).ravel() / 4.0
+
+
+def _glide(mesh: HandMesh, chain, weights: np.ndarray) -> np.ndarray:
+    """(778, 3, 9) posedirs block of a finger's MCP: vertex v moves by (R^T - I) w(v) in the rest frame, which
+    skinning by R turns into (I - R) w(v): the turn about the joint becomes one about the point w(v) = -GLIDE d
+    behind it, for the proximal phalanx's base (its skinning weight), fading out toward the PIP."""
+    d, length = chain.directions()[0], chain.lengths()[0]
+    taper = 1.0 - _smoothstep((mesh.vertices - chain.points[0]) @ d / length)  # (778,) 1 up to the MCP, 0 at the PIP
+    lever = -GLIDE * (weights @ np.eye(NUM_MANO_JOINTS)[1 + 3 * FINGERS.index(chain.name)] * taper)[:, None] * d
+    block = np.zeros((len(mesh.vertices), 3, 9))
+    for k in range(3):  # offset_i = sum_k (R - I)_ki lever_k: feature (R - I)_ki is column 3k + i
+        for i in range(3):
+            block[:, i, 3 * k + i] = lever[:, k]
+    return block
+
+
+def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(778, 3, 135) posedirs: flexing a joint bulges the palmar flesh on either side of a crease at the joint,
+    pushes the dorsal side out over it and draws the dorsal skin toward it (CORRECTIVES, sized at 90 degrees).
+
+    The change follows f = (sin a + 1 - cos a) / 2 of the flexion angle a (1 at 90 degrees, 0 straight), which
     is linear in R - I: f = <([n]x + n n^T - I) / 4, R - I> for the flexion axis n.
     """
     posedirs = np.zeros((len(mesh.vertices), 3, 9 * (NUM_MANO_JOINTS - 1)))
@@ -112,22 +192,37 @@ def pose_correctives(mesh: HandMesh, anatomy: Anatomy, joints: np.ndarray) -> np
         axes, directions = chain.flexion_axes(), chain.directions()
         for bone in range(3):
             j = 1 + 3 * k + bone
-            if bone == 0 and chain.name != "thumb":
-                continue  # MCP flexion: the palm's skin folds instead; leave it to the skinning
-            n = axes[bone]
-            cross = np.array([[0.0, -n[2], n[1]], [n[2], 0.0, -n[0]], [-n[1], n[0], 0.0]])
-            feature = (cross + np.outer(n, n) - np.eye(3)).ravel() / 4.0  # (9,)
-            rel = mesh.vertices - joints[j]
-            along = rel @ directions[bone]
-            radial = rel - np.outer(along, directions[bone])
-            palmar = np.cross(n, directions[bone])  # unit, toward the palm side of this bone
-            facing = np.clip((radial @ palmar) / (np.linalg.norm(radial, axis=1) + 1e-12), 0.0, 1.0)
-            # A bump 5 mm wide along the bone, cut off BULGE_REACH from the joint: flexing moves nothing farther.
-            near = np.exp(-0.5 * (along / 0.005) ** 2) * (np.abs(along) < BULGE_REACH)
-            near *= np.linalg.norm(radial, axis=1) < 0.02
-            own = (mesh.digit == k) | (mesh.digit < 0)
-            bulge = BULGE * near * facing * own  # (778,)
-            posedirs[:, :, 9 * (j - 1): 9 * j] = (bulge[:, None] * palmar)[:, :, None] * feature[None, None, :]
+            c = CORRECTIVES[_corrective_kind(chain.name, bone)]
+            n, d = axes[bone], directions[bone]
+            feature = _flexion_feature(n)  # (9,)
+            rel = mesh.vertices - joints[j]  # (778, 3)
+            along = rel @ d  # (778,) metres past the joint along the bone
+            radial = rel - np.outer(along, d)
+            distance = np.linalg.norm(radial, axis=1) + 1e-12
+            outward = radial / distance[:, None]  # (778, 3) unit, away from the bone's axis
+            palmar = np.cross(n, d)  # unit, toward the palm side of this bone
+            facing = outward @ palmar  # (778,) 1 on the palmar midline, -1 on the dorsal one
+            # A finger's PIP and DIP change only that finger; the knuckles and the thumb reach into the palm too.
+            inner = bone > 0 and chain.name != "thumb"
+            own = ((mesh.digit == k) | (~inner & (mesh.digit < 0))) & (distance < c.reach)
+            gauss = lambda x, w: np.exp(-0.5 * (x / w) ** 2)  # noqa: E731
+            palm_side = np.clip(facing, 0.0, 1.0) ** 2
+            back_side = np.clip(-facing, 0.0, 1.0) ** 2
+            swell = (c.bulge * gauss(np.abs(along) - c.bulge_at, c.bulge_width)
+                     - c.crease * gauss(along, c.crease_width)) * palm_side
+            knuckle = c.knuckle * gauss(along, c.knuckle_width) * back_side
+            slide = -c.slide * np.tanh(along / c.slide_width) * gauss(along, 1.5 * c.slide_width) * back_side
+            move = (swell + knuckle)[:, None] * outward + slide[:, None] * d  # (778, 3) metres at 90 degrees
+            fade = own * gauss(np.maximum(distance - 0.5 * c.reach, 0.0), 0.25 * c.reach)  # (778,)
+            block = (move * fade[:, None])[:, :, None] * feature[None, None, :]  # (778, 3, 9)
+            if bone == 0:  # the knuckle also spreads (about its dorsal axis): the side it turns toward swells
+                u = chain.dorsal[0]
+                side = np.clip(outward @ np.cross(u, d), 0.0, 1.0) ** 2
+                spread = SPREAD_BULGE * gauss(along, c.knuckle_width) * side * fade
+                block += (spread[:, None] * outward)[:, :, None] * _flexion_feature(u)[None, None, :]
+            if bone == 0 and chain.name in CUPPING:
+                block += _cupping(mesh, chain, k)[:, :, None] * feature[None, None, :] + _glide(mesh, chain, weights)
+            posedirs[:, :, 9 * (j - 1): 9 * j] = block
     return posedirs
 
 

@@ -13,7 +13,7 @@ from scipy.sparse import csc_matrix
 from tqdm import tqdm
 
 from handmesh.joints import MANO_PARENTS
-from handmesh.mano_file import DEFAULT_STANDIN_DIR, FILE_NAMES, STANDIN_KEY
+from handmesh.mano_file import DEFAULT_STANDIN_DIR, FILE_NAMES, STANDIN_KEY, STANDIN_VERSION, STANDIN_VERSION_KEY
 from handmesh.standin.anatomy import Anatomy, skeleton
 from handmesh.standin.grasps import grasp_set, pose_pca
 from handmesh.standin.mesh import build_mesh
@@ -35,7 +35,7 @@ def _right_hand(progress: bool = False) -> dict:
         weights = skinning_weights(mesh, anatomy)
         bar.update()
         shapedirs = shape_directions(mesh, anatomy, weights, joints)
-        posedirs = pose_correctives(mesh, anatomy, joints)
+        posedirs = pose_correctives(mesh, anatomy, joints, weights)
         bar.update()
         mean, components, coefficients = pose_pca(grasp_set(anatomy))
         bar.update()
@@ -54,6 +54,7 @@ def _right_hand(progress: bool = False) -> dict:
         "bs_style": "lbs",
         "bs_type": "lrotmin",
         STANDIN_KEY: STANDIN_NOTE,
+        STANDIN_VERSION_KEY: STANDIN_VERSION,  # int: renewed copies replace older ones (mano_file.resolve_mano_dir)
     }
 
 

@@ -1,6 +1,8 @@
 """Keypoint conventions in one place: MANO's 16 joints, FreiHAND's 21 keypoints and the map between them.
 
-See ../shared/docs/mano.md and freihand.md. Every other module imports these names instead of repeating numbers.
+FreiHAND's keypoints come from the posed MANO mesh (its toolbox's definition): 16 joints regressed from the posed
+vertices (`J_regressor @ V`) and 5 fingertip vertices, reordered; `handmesh.mano.ManoLayer` computes them.
+Every other module imports these names instead of repeating numbers.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ KEYPOINT_NAMES = (
     "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
 )
 
-# FREIHAND_FROM_MANO[k] = index into the 21-row stack [16 MANO joints; 5 fingertip vertices (thumb..pinky)]
-# that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in FINGERTIP_VERTEX_IDS order.
+# FREIHAND_FROM_MANO[k] = index into the 21-row stack [16 joints regressed from the posed mesh, MANO order;
+# 5 fingertip vertices (thumb..pinky)] that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in FINGERTIP_VERTEX_IDS order.
 FREIHAND_FROM_MANO = (
     0,  # wrist
     13, 14, 15, 16,  # thumb

@@ -39,7 +39,8 @@ KEYPOINT_NAMES = (
 )
 
 # FREIHAND_FROM_MANO[k] = index into the 21-row stack [16 joints regressed from the posed mesh, MANO order;
-# 5 fingertip vertices (thumb..pinky)] that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in FINGERTIP_VERTEX_IDS order.
+# 5 fingertip vertices (thumb..pinky)] that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in
+# FINGERTIP_VERTEX_IDS order.
 FREIHAND_FROM_MANO = (
     0,  # wrist
     13, 14, 15, 16,  # thumb

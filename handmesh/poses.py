@@ -1,9 +1,12 @@
 """Named hand poses and a viewing placement that work for any MANO-format model (real MANO or the stand-in).
 
-Finger flexion is derived from the model's own rest geometry (each bone bends toward the palm), so no axis is assumed.
+Finger flexion is derived from the model's own rest geometry (each bone bends toward the palm), so no axis is assumed;
+where the thumb must meet something (pinch, fist) its angles are solved through the layer for the given model.
 """
 
 from __future__ import annotations
+
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -56,7 +59,7 @@ _THUMB_TIP, _INDEX_TIP = 4, 8  # FreiHAND keypoints
 
 
 def _rotations(axes: torch.Tensor, angles: torch.Tensor, thumb_cmc: torch.Tensor) -> torch.Tensor:
-    """axes (15, 3), angles (15,) flexion, thumb_cmc (3,) free axis-angle of the thumb's first joint -> (1, 16, 3, 3)."""
+    """axes (15, 3), angles (15,) flexion, thumb_cmc (3,) the thumb's first joint's axis-angle -> (1, 16, 3, 3)."""
     axis_angle = axes * angles[:, None]  # (15, 3)
     axis_angle = torch.cat([axis_angle[:12], thumb_cmc[None], axis_angle[13:]])
     eye = torch.eye(3, dtype=axes.dtype)[None]
@@ -117,6 +120,11 @@ def named_pose(layer: ManoLayer, name: str, seed: int = 0) -> torch.Tensor:
     """
     if name not in POSE_NAMES:
         raise ValueError(f"unknown pose {name!r}; expected one of {POSE_NAMES}")
+    with torch.inference_mode(False), torch.enable_grad():  # the thumb's solve differentiates, whatever the caller
+        return _named_pose(layer, name, seed)
+
+
+def _named_pose(layer: ManoLayer, name: str, seed: int) -> torch.Tensor:
     if name == "random":
         generator = torch.Generator().manual_seed(seed)
         spread = torch.tensor([1.2, 0.8, 0.6, 0.5, 0.4, 0.3], dtype=torch.float64)  # falls off like MANO's PCA
@@ -130,7 +138,7 @@ def named_pose(layer: ManoLayer, name: str, seed: int = 0) -> torch.Tensor:
     if name == "pinch":
         angles[:12] = _RELAXED
         angles[:3] = torch.tensor(_PINCH_INDEX)
-        free, target = (0, 1, 2, 13, 14), lambda keypoints: keypoints[_INDEX_TIP]  # noqa: E731
+        free, target = (0, 1, 2, 13, 14), itemgetter(_INDEX_TIP)  # target(keypoints) = the index tip
     else:  # fist, point
         angles[:12] = torch.tensor(_CURLED).repeat(4)
         if name == "point":

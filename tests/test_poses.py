@@ -25,7 +25,7 @@ def layer(request, standin_dir, tmp_path_factory) -> ManoLayer:
 
 def _keypoints(layer: ManoLayer, name: str) -> np.ndarray:
     if name not in layer.posed:
-        with torch.no_grad():
+        with torch.inference_mode():  # as callers render: the thumb's solve still differentiates
             layer.posed[name] = layer(named_pose(layer, name)).keypoints[0].double().numpy()  # (21, 3) model frame
     return layer.posed[name]
 

@@ -178,7 +178,8 @@ def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread:
         output = layer(layer.pose_from_axis_angle(torch.as_tensor(pose), add_hands_mean=True), torch.as_tensor(betas))
     vertices, keypoints = output.vertices.numpy(), output.keypoints.numpy()
     relative = vertices - keypoints[:, MIDDLE_MCP_KEYPOINT, None]  # (B, 778, 3) around keypoint 9 of the posed mesh
-    root = np.stack([place_hand(relative[b], K[b], *sample[3:], IMAGE_SIZE) for b, sample in enumerate(samples)])  # (B, 3)
+    root = np.stack([place_hand(relative[b], K[b], *sample[3:], IMAGE_SIZE)  # (B, 3)
+                     for b, sample in enumerate(samples)])
     uv_root, root_scale = uv_scale_from_root(root, K)  # decode_mano puts keypoint 9 back at `root`
     mano = np.concatenate([pose, betas, uv_root, root_scale[:, None]], axis=1)  # (B, 61)
     with torch.no_grad():

@@ -52,9 +52,10 @@ def test_keypoints_are_the_regressor_on_the_posed_mesh(model_dir, dtype):
 def test_the_network_keypoints_are_its_mesh_keypoints(standin_dir):
     """HandModel (and everything built on it: Predictor, export) takes keypoints from the layer: in the camera frame
     they are still J_regressor @ its vertices plus the tip vertices (the regressor's rows sum to 1, so translation
-    commutes with it)."""
+    commutes with it). The layer holds no weights, so checkpoints from before this definition load unchanged."""
     model = load_arrays(standin_dir / "MANO_RIGHT.pkl")
     network = HandModel(ManoLayer.from_dir(standin_dir, "right"), encoder="fastvit_t8", input_size=64).eval()
+    assert not [key for key in network.state_dict() if key.startswith("mano.")]
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     K = torch.tensor([[150.0, 0.0, 32.0], [0.0, 150.0, 32.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
     with torch.no_grad():

@@ -122,7 +122,7 @@ class ManoLayer(nn.Module):
             self.lbs_weights.to(pose.dtype),
             pose2rot=False,
         )  # (B, 778, 3), (B, 16, 3)
-        regressed = regressor @ vertices  # (B, 16, 3) = J_regressor (16, 778) @ posed vertices (B, 778, 3)
+        regressed = torch.einsum("jv,bvc->bjc", regressor, vertices)  # (B, 16, 3) = J_regressor @ posed vertices
         tips = vertices[:, self.fingertip_ids]  # (B, 5, 3)
         keypoints = torch.cat([regressed, tips], dim=1)[:, self.freihand_order]  # (B, 21, 3)
         return ManoOutput(vertices=vertices, keypoints=keypoints, kinematic_joints=kinematic_joints)

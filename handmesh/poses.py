@@ -125,6 +125,8 @@ def named_pose(layer: ManoLayer, name: str, seed: int = 0) -> torch.Tensor:
 
 
 def _named_pose(layer: ManoLayer, name: str, seed: int) -> torch.Tensor:
+    if name == "flat":
+        return torch.eye(3).expand(1, 16, 3, 3).clone()
     if name == "random":
         generator = torch.Generator().manual_seed(seed)
         spread = torch.tensor([1.2, 0.8, 0.6, 0.5, 0.4, 0.3], dtype=torch.float64)  # falls off like MANO's PCA
@@ -133,8 +135,6 @@ def _named_pose(layer: ManoLayer, name: str, seed: int) -> torch.Tensor:
     axes = torch.as_tensor(flexion_axes(layer))  # (15, 3) float64
     angles = torch.zeros(15, dtype=torch.float64)  # flexion per joint, radians
     angles[_THUMB] = torch.tensor(_THUMB_START)
-    if name == "flat":
-        return _rotations(axes, torch.zeros_like(angles), torch.zeros(3, dtype=torch.float64)).float()
     if name == "pinch":
         angles[:12] = _RELAXED
         angles[:3] = torch.tensor(_PINCH_INDEX)

@@ -72,7 +72,7 @@ def _solve_thumb(layer: ManoLayer, axes: torch.Tensor, angles: torch.Tensor, fre
     `target(keypoints (21, 3)) -> (3,)`.
 
     Minimises |tip - target|^2 / L^2 + 0.01 |x - x0|^2 (L: the rest hand's length, wrist to middle tip; x: the solved
-    values, x0: where they start) by L-BFGS in float64: deterministic, a few dozen MANO evaluations. Returns the
+    values, x0: where they start) by L-BFGS in float64: deterministic, about 15-20 MANO evaluations. Returns the
     (1, 16, 3, 3) rotations.
     """
     free = list(free)
@@ -81,7 +81,7 @@ def _solve_thumb(layer: ManoLayer, axes: torch.Tensor, angles: torch.Tensor, fre
     length = (rest[12] - rest[0]).norm()
     start = torch.cat([axes[12] * angles[12], angles[free]])  # thumb CMC axis-angle (3), then free flexion
     params = start.clone().requires_grad_(True)
-    optimiser = torch.optim.LBFGS([params], lr=1.0, max_iter=40, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([params], lr=1.0, max_iter=40, tolerance_change=1e-6, line_search_fn="strong_wolfe")
 
     def pose(values: torch.Tensor) -> torch.Tensor:
         flexion = angles.index_put((torch.tensor(free),), values[3:])

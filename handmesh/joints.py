@@ -1,5 +1,7 @@
 """Keypoint conventions in one place: MANO's 16 joints, FreiHAND's 21 keypoints and the map between them.
 
+FreiHAND's keypoints come from the posed MANO mesh (its toolbox's definition): 16 joints regressed from the posed
+vertices (`J_regressor @ V`) and 5 fingertip vertices, reordered; `handmesh.mano.ManoLayer` computes them.
 See docs/data.md (keypoints) and docs/mano.md (the MANO file). Every other module imports these names instead of
 repeating numbers.
 """
@@ -37,8 +39,9 @@ KEYPOINT_NAMES = (
     "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
 )
 
-# FREIHAND_FROM_MANO[k] = index into the 21-row stack [16 MANO joints; 5 fingertip vertices (thumb..pinky)]
-# that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in FINGERTIP_VERTEX_IDS order.
+# FREIHAND_FROM_MANO[k] = index into the 21-row stack [16 joints regressed from the posed mesh, MANO order;
+# 5 fingertip vertices (thumb..pinky)] that becomes FreiHAND keypoint k. Rows 16..20 are the fingertips in
+# FINGERTIP_VERTEX_IDS order.
 FREIHAND_FROM_MANO = (
     0,  # wrist
     13, 14, 15, 16,  # thumb

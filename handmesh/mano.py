@@ -1,8 +1,14 @@
 """The MANO layer: pose and shape -> 778 vertices and the 21 FreiHAND keypoints, in metres.
 
 A thin module around smplx's pure `lbs()` (linear blend skinning with shape and pose blend shapes): smplx does the
-skinning; this adds what it lacks: loading either form of the MANO file without chumpy (see `mano_file.py`), the
-fingertip vertices and FreiHAND's keypoint order, and the left-hand quirk of the original files.
+skinning; this adds what it lacks: loading either form of the MANO file without chumpy (see `mano_file.py`), FreiHAND's
+keypoint definition, and the left-hand quirk of the original files.
+
+Keypoints are FreiHAND's (its toolbox's `_calc_coords`): the joint regressor applied to the posed mesh, plus five
+fingertip vertices, in FreiHAND order:
+    keypoints = [J_regressor @ V ; V[744, 320, 443, 555, 672]][FREIHAND_FROM_MANO],  V = shaped, posed, skinned vertices
+They are not the kinematic chain's joints that `lbs()` returns (the rest joints carried by the bone transforms): those
+drive the skinning and are kept as `ManoOutput.kinematic_joints`, but no keypoint is taken from them.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ class ManoOutput:
     """Posed MANO hand in the model frame (the frame of `v_template`), metres."""
 
     vertices: torch.Tensor  # (B, 778, 3)
-    keypoints: torch.Tensor  # (B, 21, 3) FreiHAND order
-    joints: torch.Tensor  # (B, 16, 3) MANO order
+    keypoints: torch.Tensor  # (B, 21, 3) FreiHAND order and definition (J_regressor @ vertices, fingertip vertices)
+    kinematic_joints: torch.Tensor  # (B, 16, 3) MANO order: the skinning's joint centres, NOT FreiHAND's keypoints
 
 
 def _fix_left_shapedirs(left: ManoModelData, right_path: Path) -> np.ndarray:
@@ -104,17 +110,19 @@ class ManoLayer(nn.Module):
         batch = pose.shape[0]
         if betas is None:
             betas = pose.new_zeros(batch, NUM_BETAS)
-        vertices, joints = lbs(
+        regressor = self.J_regressor.to(pose.dtype)  # (16, 778)
+        vertices, kinematic_joints = lbs(
             betas,
             pose.reshape(batch, NUM_MANO_JOINTS, 9),
             self.v_template.to(pose.dtype),
             self.shapedirs.to(pose.dtype),
             self.posedirs.to(pose.dtype),
-            self.J_regressor.to(pose.dtype),
+            regressor,
             self.parents,
             self.lbs_weights.to(pose.dtype),
             pose2rot=False,
         )  # (B, 778, 3), (B, 16, 3)
+        regressed = torch.einsum("jv,bvc->bjc", regressor, vertices)  # (B, 16, 3) = J_regressor @ posed vertices
         tips = vertices[:, self.fingertip_ids]  # (B, 5, 3)
-        keypoints = torch.cat([joints, tips], dim=1)[:, self.freihand_order]  # (B, 21, 3)
-        return ManoOutput(vertices=vertices, keypoints=keypoints, joints=joints)
+        keypoints = torch.cat([regressed, tips], dim=1)[:, self.freihand_order]  # (B, 21, 3)
+        return ManoOutput(vertices=vertices, keypoints=keypoints, kinematic_joints=kinematic_joints)

@@ -100,7 +100,7 @@ def test_keypoints_in_freihand_order(tmp_path):
     np.testing.assert_allclose(expected[1], v[130])
     np.testing.assert_allclose(expected[4], v[744])
     np.testing.assert_allclose(out.keypoints[0].numpy(), expected, atol=1e-6)
-    assert out.vertices.shape == (1, 778, 3) and out.joints.shape == (1, 16, 3)
+    assert out.vertices.shape == (1, 778, 3) and out.kinematic_joints.shape == (1, 16, 3)
 
 
 def test_global_rotation_rotates_rigid_mesh(tmp_path):

@@ -35,7 +35,7 @@ from handmesh.mano import ManoLayer
 from handmesh.mano_file import FILE_NAMES, load_mano_file, resolve_mano_dir
 from handmesh.poses import rest_frame
 
-SYNTH_FORMAT_VERSION = 2  # bump when the generated data changes, so existing folders are regenerated
+SYNTH_FORMAT_VERSION = 3  # bump when the generated data changes, so existing folders are regenerated
 MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
 PARTIAL_TAG = ".handmesh_synth_partial"  # marks a folder as ours while it is being written
 N_COMPONENTS = 12  # PCA components of finger pose that vary
@@ -107,17 +107,34 @@ def canonical_rotation(layer: ManoLayer) -> np.ndarray:
     return camera_axes @ model_axes.T
 
 
-def decode_mano(layer: ManoLayer, mano: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FreiHAND's decoding of `*_mano.json`: mano (B, 61), K (B, 3, 3) -> vertices (B, 778, 3), keypoints (B, 21, 3)
-    in metres, camera frame. Keypoint 9 lands at [(u - cx), (v - cy), f] / scale with f = (fx + fy) / 2. float64."""
-    mano = torch.as_tensor(mano, dtype=torch.float64)
-    K = torch.as_tensor(K, dtype=torch.float64)
-    output = layer(layer.pose_from_axis_angle(mano[:, :48], add_hands_mean=True), mano[:, 48 : 48 + NUM_BETAS])
-    uv, scale = mano[:, 58:60], mano[:, 60:61]  # (B, 2), (B, 1)
+def root_from_uv_scale(uv: np.ndarray, scale: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """FreiHAND's `recover_root`: uv (B, 2) px, scale (B,), K (B, 3, 3) -> (B, 3) camera-frame position of keypoint 9,
+    metres: [(u - cx), (v - cy), f] / scale with f = (fx + fy) / 2."""
     focal = (K[:, 0, 0] + K[:, 1, 1])[:, None] / 2  # (B, 1)
-    root = torch.cat([uv - K[:, :2, 2], focal], dim=1) / scale  # (B, 3) camera-frame position of keypoint 9
-    offset = (root - output.keypoints[:, MIDDLE_MCP_KEYPOINT])[:, None]  # (B, 1, 3)
-    return (output.vertices + offset).numpy(), (output.keypoints + offset).numpy()
+    return np.concatenate([uv - K[:, :2, 2], focal], axis=1) / np.reshape(scale, (-1, 1))
+
+
+def uv_scale_from_root(root: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `root_from_uv_scale`: root (B, 3) metres, K (B, 3, 3) -> uv (B, 2) px, scale (B,) = f / z.
+    uv is keypoint 9 projected with the focal f = (fx + fy) / 2 (its projection with K when fx = fy)."""
+    focal = (K[:, 0, 0] + K[:, 1, 1]) / 2  # (B,)
+    return root[:, :2] / root[:, 2:] * focal[:, None] + K[:, :2, 2], focal / root[:, 2]
+
+
+def decode_mano(layer: ManoLayer, mano: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FreiHAND's decoding of `*_mano.json` (its toolbox's `pose_by_root`): mano (B, 61), K (B, 3, 3) -> vertices
+    (B, 778, 3), keypoints (B, 21, 3), metres, camera frame, float64.
+
+    Pose the mesh (48 axis-angle values relative to hands_mean, 10 betas), take keypoint 9 (middle MCP) of the posed
+    mesh (`ManoLayer`'s keypoints: J_regressor @ posed vertices), and translate mesh and keypoints so that keypoint 9
+    lands at `root_from_uv_scale(uv_root, scale, K)`."""
+    mano = np.asarray(mano, dtype=np.float64)
+    output = layer(layer.pose_from_axis_angle(torch.as_tensor(mano[:, :48]), add_hands_mean=True),
+                   torch.as_tensor(mano[:, 48 : 48 + NUM_BETAS]))
+    vertices, keypoints = output.vertices.numpy(), output.keypoints.numpy()  # (B, 778, 3), (B, 21, 3) model frame
+    root = root_from_uv_scale(mano[:, 58:60], mano[:, 60], np.asarray(K, dtype=np.float64))  # (B, 3)
+    offset = (root - keypoints[:, MIDDLE_MCP_KEYPOINT])[:, None]  # (B, 1, 3)
+    return vertices + offset, keypoints + offset
 
 
 def place_hand(relative: np.ndarray, K: np.ndarray, fill: float, centre: np.ndarray, size: int) -> np.ndarray:
@@ -160,13 +177,11 @@ def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread:
     with torch.no_grad():
         output = layer(layer.pose_from_axis_angle(torch.as_tensor(pose), add_hands_mean=True), torch.as_tensor(betas))
     vertices, keypoints = output.vertices.numpy(), output.keypoints.numpy()
-    mano = np.zeros((len(samples), 61))
-    for b, (_, _, k, fill, centre) in enumerate(samples):
-        relative = vertices[b] - keypoints[b, MIDDLE_MCP_KEYPOINT]
-        root = place_hand(relative, k, fill, centre, IMAGE_SIZE)
-        focal = (k[0, 0] + k[1, 1]) / 2
-        uv = root[:2] / root[2] * k[[0, 1], [0, 1]] + k[:2, 2]
-        mano[b] = np.concatenate([pose[b], betas[b], uv, [focal / root[2]]])
+    relative = vertices - keypoints[:, MIDDLE_MCP_KEYPOINT, None]  # (B, 778, 3) around keypoint 9 of the posed mesh
+    root = np.stack([place_hand(relative[b], K[b], *sample[3:], IMAGE_SIZE)  # (B, 3)
+                     for b, sample in enumerate(samples)])
+    uv_root, root_scale = uv_scale_from_root(root, K)  # decode_mano puts keypoint 9 back at `root`
+    mano = np.concatenate([pose, betas, uv_root, root_scale[:, None]], axis=1)  # (B, 61)
     with torch.no_grad():
         verts, xyz = decode_mano(layer, mano, K)
     scale = np.linalg.norm(xyz[:, REFERENCE_BONE[0]] - xyz[:, REFERENCE_BONE[1]], axis=1)

@@ -129,8 +129,8 @@ def _named_pose(layer: ManoLayer, name: str, seed: int) -> torch.Tensor:
         return torch.eye(3).expand(1, 16, 3, 3).clone()
     if name == "random":
         generator = torch.Generator().manual_seed(seed)
-        spread = torch.tensor([1.2, 0.8, 0.6, 0.5, 0.4, 0.3], dtype=torch.float64)  # falls off like MANO's PCA
-        coefficients = torch.randn(1, 6, generator=generator, dtype=torch.float64) * spread
+        # MANO's hands_components rows carry their spread, so unit coefficients give a natural grasp.
+        coefficients = torch.randn(1, 6, generator=generator, dtype=torch.float64)
         return layer.pose_from_pca(torch.zeros(1, 3, dtype=torch.float64), coefficients).float()
     axes = torch.as_tensor(flexion_axes(layer))  # (15, 3) float64
     angles = torch.zeros(15, dtype=torch.float64)  # flexion per joint, radians

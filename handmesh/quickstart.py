@@ -58,17 +58,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train(config: Path, data_root: Path, out: Path, mano_dir: Path, extra: list[str]) -> Path:
-    """Run `handmesh fit`, resuming an interrupted run; returns the best checkpoint."""
+def train(config: Path, data_root: Path, out: Path, mano_dir: Path, extra: list[str], may_resume: bool = True) -> Path:
+    """Run `handmesh fit`, resuming an interrupted run (unless `may_resume` is False: its data was just regenerated);
+    returns the best checkpoint."""
     if not config.is_file():
         raise HandmeshError(f"no training config at {config}: expected configs/quickstart.yaml; run from the repository root.")
     last = out / "checkpoints" / "last.ckpt"
     finished = out / "checkpoints" / ".finished"
-    resume = ["--ckpt_path", str(last)] if last.is_file() and not finished.exists() else []
+    resume = ["--ckpt_path", str(last)] if may_resume and last.is_file() and not finished.exists() else []
     if resume:
         print(f"resuming the interrupted run from {last}")
     elif (out / "checkpoints").exists():
-        shutil.rmtree(out / "checkpoints")  # a finished earlier run: start afresh
+        shutil.rmtree(out / "checkpoints")  # a finished earlier run, or one on other data: start afresh
     code = run_lightning("fit", ["--config", str(config), "--data.root", str(data_root),
                                  "--trainer.default_root_dir", str(out), "--model.mano_dir", str(mano_dir), *resume, *extra])
     best = out / "checkpoints" / "best.ckpt"
@@ -97,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         source = resolve_mano_dir(args.mano_dir)
         print(source.describe())
-        synthesize(source.directory, args.data_root, args.train, args.eval, seed=args.seed, views=QUICKSTART_VIEWS)
-        best = train(args.config, args.data_root, args.out, source.directory, args.fit_args)
+        data = synthesize(source.directory, args.data_root, args.train, args.eval, seed=args.seed,
+                          views=QUICKSTART_VIEWS)
+        best = train(args.config, args.data_root, args.out, source.directory, args.fit_args, may_resume=data.reused)
         model_path = args.out / "model.ckpt"
         write_atomic(model_path, best.read_bytes())
         predictor = Predictor.from_checkpoint(model_path, mano_dir=source.directory)

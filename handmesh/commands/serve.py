@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=defaults.host,
                         help="address to listen on (default: 127.0.0.1, this machine only; use an SSH tunnel "
                              "rather than 0.0.0.0 on a network you do not control)")
-    parser.add_argument("--port", type=int, default=defaults.port, help="port (default: %(default)s; 0: the first free one from 7860)")
+    parser.add_argument("--port", type=int, default=defaults.port,
+                        help="port (default: %(default)s; 0: the first free one from 7860)")
     parser.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="trained model (default: runs/quickstart/model.ckpt when present, else an untrained model)")
-    parser.add_argument("--mano-dir", default=None, help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
+                        help="trained model (default: runs/quickstart/model.ckpt when present, else untrained)")
+    parser.add_argument("--mano-dir", default=None,
+                        help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
     parser.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--renderer", choices=("auto", "gl", "opencv"), default="auto",
                         help="mesh drawing: OpenGL offscreen (EGL) or the OpenCV fallback (auto: gl if it works)")

@@ -22,8 +22,18 @@ from handmesh.demo.hud import RateMeter
 from handmesh.demo.outputs import MeshSaver
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
 from handmesh.errors import HandmeshError
-from handmesh.serve.files import (UploadError, WebmRecorder, check_video, decode_image, mano_parameters,
-                                  payload_path, write_keypoints_json, write_meshes, write_png, zip_folder)
+from handmesh.serve.files import (
+    UploadError,
+    WebmRecorder,
+    check_video,
+    decode_image,
+    mano_parameters,
+    payload_path,
+    write_keypoints_json,
+    write_meshes,
+    write_png,
+    zip_folder,
+)
 from handmesh.serve.frames import MAX_SIDE, VIEWS, Controls, FrameSession, GLWorker, draw_hud, fit_frame, log
 
 STREAM_EVERY = 0.05  # s between webcam frames the browser sends (it waits while one is being processed)
@@ -214,6 +224,7 @@ def build_app(server: Server):
 
     provenance = "  \n".join([f"**Model:** {server.predictor.description}"]
                              + [f"⚠️ **{line}**" for line in server.status_lines[1:]])
+    unmirrored = gr.WebcamOptions(mirror=False)  # the model sees the camera's image, as in the CLI demo
     detector_note = "mediapipe" if mediapipe_available() else "the box tracker (mediapipe is not installed)"
     with gr.Blocks(title="handmesh", delete_cache=(600, int(RESULT_MAX_AGE))) as page:
         gr.Markdown(f"# handmesh: 3D hand meshes from one RGB image\n{provenance}  \nDetector `auto` uses "
@@ -221,7 +232,7 @@ def build_app(server: Server):
         with gr.Tab("Live"):
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
-                                  elem_id="live-input")
+                                  elem_id="live-input", webcam_options=unmirrored)
                 live_out = gr.Image(label="overlay", streaming=True, format="jpeg", elem_id="live-output",
                                     interactive=False)
             live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
@@ -234,7 +245,7 @@ def build_app(server: Server):
         with gr.Tab("Image"):
             with gr.Row():
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="image",
-                                    elem_id="image-input")
+                                    elem_id="image-input", webcam_options=unmirrored)
                 image_out = gr.Image(label="overlay", type="filepath", interactive=False)
             image_controls = controls("image", smoothing=False)
             image_run = gr.Button("Run", variant="primary")

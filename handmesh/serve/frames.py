@@ -134,8 +134,8 @@ class FrameSession:
 
     def fits(self, controls: Controls, width: int, height: int) -> bool:
         """Whether frames of this size with these controls can go on here (smoothing and view change in place)."""
-        same = (controls.detector, controls.detector_hands()) == (self.controls.detector, self.controls.detector_hands())
-        return same and (width, height) == self.size
+        before = (self.controls.detector, self.controls.detector_hands())
+        return (controls.detector, controls.detector_hands()) == before and (width, height) == self.size
 
     def update(self, controls: Controls) -> None:
         self.controls = controls

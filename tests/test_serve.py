@@ -4,12 +4,9 @@ Debian's chromium with a fake camera playing a generated clip of the stand-in ha
 import base64
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -18,6 +15,16 @@ import pytest
 import trimesh
 
 from handmesh.demo.synthetic import write_synthetic_clip
+from handmesh.serve.browser import (
+    chromium_path,
+    fake_camera_page,
+    live_status,
+    running_server,
+    start_live,
+    stop_live,
+    wait_for_frames,
+    write_y4m,
+)
 
 pytest.importorskip("gradio_client", reason="gradio_client comes with gradio (`pip install -e .`)")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -27,14 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 W, H, FRAMES = 480, 360, 10
 GLOVE = (0.2, 0.35, 0.9)  # the clip's hand is blue, so the skin-coloured overlay changes pixels
 MAX_VIDEO_SECONDS = 0.5  # the server's limit in these tests: the clip (10 frames at 30 fps) fits, a longer one not
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_ENV = "HANDMESH_SERVE_SCREENSHOT"  # set to 1 to write demo/assets/serve.png
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,33 +45,16 @@ def clip(tmp_path_factory, standin_dir):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, standin_dir):
-    """`handmesh serve` in a subprocess whose TMPDIR and working folder are empty folders; yields its URL and paths.
-    Stopped with SIGTERM at the end, where it must exit cleanly and leave nothing behind."""
+    """`handmesh serve` in a subprocess whose TMPDIR and working folder are empty folders. The last test stops it
+    (SIGTERM), where it must exit cleanly and leave nothing behind."""
     root = tmp_path_factory.mktemp("serve")
     scratch, cwd = root / "tmp", root / "cwd"
     scratch.mkdir()
     cwd.mkdir()
-    port = free_port()
-    env = dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=str(REPO), HANDMESH_MANO_DIR=str(standin_dir))
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "handmesh.cli", "serve", "--port", str(port), "--threads", "2",
-         "--max-video-seconds", str(MAX_VIDEO_SECONDS), "--max-image-mp", "20"],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while f"Running on local URL:  {url}".rstrip("/") not in (root / "server.log").read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield {"url": url, "process": process, "scratch": scratch, "cwd": cwd, "log": root / "server.log"}
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-        log.close()
+    env = dict(os.environ, TMPDIR=str(scratch), HANDMESH_MANO_DIR=str(standin_dir))
+    options = ["--threads", "2", "--max-video-seconds", str(MAX_VIDEO_SECONDS), "--max-image-mp", "20"]
+    with running_server(options, root / "server.log", cwd=cwd, env=env) as running:
+        yield {"url": running.url, "process": running.process, "scratch": scratch, "cwd": cwd, "log": running.log}
 
 
 @pytest.fixture(scope="module")
@@ -150,28 +133,12 @@ def test_video_gives_an_overlay_video_and_per_frame_meshes(client, clip):
     while capture.read()[0]:
         frames += 1
     assert frames == FRAMES
-    import zipfile
-
     with zipfile.ZipFile(archive) as members:
         names = members.namelist()
         record = json.loads(members.read("keypoints.json"))
     assert sum(name.endswith(".obj") for name in names) == FRAMES
     assert [f["frame"] for f in record["frames"]] == list(range(FRAMES))
     assert f"{FRAMES} frames" in summary
-
-
-def write_y4m(clip, path: Path) -> Path:
-    """The clip as raw YUV 4:2:0 (.y4m), which chromium's fake camera plays in a loop."""
-    capture = cv2.VideoCapture(str(clip.path))
-    with open(path, "wb") as out:
-        out.write(f"YUV4MPEG2 W{W} H{H} F10:1 Ip A1:1 C420jpeg\n".encode())
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    capture.release()
-    return path
 
 
 def decode_src(page, src: str) -> np.ndarray:
@@ -185,37 +152,28 @@ def decode_src(page, src: str) -> np.ndarray:
 
 @pytest.mark.slow
 def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
-    """Start the webcam stream in the page, see overlays with the mesh arrive, stop; screenshot for the README."""
-    if CHROMIUM is None:
+    """Start the webcam stream in the page, see overlays with the mesh arrive, stop; then a second page that goes
+    away mid-stream. Writes the README's screenshot when HANDMESH_SERVE_SCREENSHOT=1."""
+    if chromium_path() is None:
         pytest.skip("Debian's chromium is not installed: run `make browser-deps` (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is in the dev extra: pip install -e '.[dev]'")
-    camera = write_y4m(clip, tmp_path / "camera.y4m")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}", "--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(server["url"])
-            page.click("#live-input >> text=Click to Access Webcam", timeout=60_000)
-            page.click("#live-input button:has-text('Record')", timeout=30_000)
-            status = page.locator("#live-status textarea")
-            page.wait_for_function(
-                "() => /frame ([3-9]|[1-9][0-9]+): [1-9] hand\\(s\\), mesh drawn/"
-                ".test(document.querySelector('#live-status textarea').value)", timeout=40_000)
-            shown = decode_src(page, page.get_attribute("#live-output img", "src"))
-            assert shown.shape == (H, W, 3)
-            if os.environ.get(SCREENSHOT_ENV):
-                page.screenshot(path=str(REPO / "demo" / "assets" / "serve.png"))
-            first = int(status.input_value().split(":")[0].split()[1])
-            page.click("#live-input button:has-text('Stop')")
-            time.sleep(1.0)
-            settled = int(status.input_value().split(":")[0].split()[1])
-            time.sleep(1.5)
-            assert int(status.input_value().split(":")[0].split()[1]) == settled >= first, "stopped streaming"
-        finally:
-            browser.close()
+    pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'")
+    camera = tmp_path / "camera.y4m"
+    assert write_y4m(clip.path, camera) == (W, H)
+    with fake_camera_page(camera, server["url"]) as page:
+        start_live(page)
+        wait_for_frames(page, 3, timeout_ms=40_000)
+        shown = decode_src(page, page.get_attribute("#live-output img", "src"))
+        assert shown.shape == (H, W, 3)
+        if os.environ.get(SCREENSHOT_ENV):
+            page.screenshot(path=str(REPO / "demo" / "assets" / "serve.png"))
+        stop_live(page)
+        time.sleep(1.0)
+        settled = live_status(page)[0]
+        time.sleep(1.5)
+        assert live_status(page)[0] == settled >= 3, "the stream stopped"
+    with fake_camera_page(camera, server["url"]) as page:  # closed while streaming: a client that goes away
+        start_live(page)
+        wait_for_frames(page, 2, timeout_ms=40_000)
     # where the mesh is drawn the overlay differs from every clip frame; the HUD band at the top is left out
     capture = cv2.VideoCapture(str(clip.path))
     differences = []
@@ -224,7 +182,9 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     assert min(differences) > 0.01
 
 
-def test_server_stops_cleanly_and_leaves_nothing_behind(server, client):
+def test_server_stops_cleanly_and_leaves_nothing_behind(server, client, clip, tmp_path):
+    overlay, *_ = client.predict(handle_file(_still(clip, tmp_path)), "tracker", "mesh", 1, api_name="/predict_image")
+    assert cv2.imread(overlay) is not None, "still serving after everything above"
     client.close()
     process = server["process"]
     process.send_signal(signal.SIGTERM)

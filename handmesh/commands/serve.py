@@ -20,6 +20,7 @@ ENGINES = ("torch", "onnx")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from handmesh.demo.detect import DETECTORS
     from handmesh.serve.app import ServeConfig  # numpy and the demo's light modules only
 
     defaults = ServeConfig()
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained model (default: runs/quickstart/model.ckpt when present, else untrained)")
     parser.add_argument("--mano-dir", default=None,
                         help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
+    parser.add_argument("--detector", choices=DETECTORS, default=defaults.detector,
+                        help="the page's first detector: mediapipe, the box tracker, or auto (mediapipe if installed)")
     parser.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--renderer", choices=("auto", "gl", "opencv"), default="auto",
                         help="mesh drawing: OpenGL offscreen (EGL) or the OpenCV fallback (auto: gl if it works)")
@@ -61,7 +64,8 @@ def load_engine(checkpoint: Path | None, mano_dir: str | None, engine: str):
 def run(args: argparse.Namespace) -> int:
     from handmesh.serve.app import ServeConfig
 
-    config = ServeConfig(host=args.host, port=args.port, share=args.share, max_upload_mb=args.max_upload_mb,
+    config = ServeConfig(host=args.host, port=args.port, share=args.share, detector=args.detector,
+                         max_upload_mb=args.max_upload_mb,
                          max_image_mp=args.max_image_mp, max_video_seconds=args.max_video_seconds,
                          live_seconds=args.live_seconds, concurrency=args.concurrency)
     if min(config.max_upload_mb, config.max_image_mp, config.max_video_seconds, config.concurrency) <= 0:

@@ -47,6 +47,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
+    detector: str = "auto"  # the detector the page's controls start with
     max_upload_mb: float = 50.0
     max_image_mp: float = 40.0  # megapixels, read from the header before decoding
     max_video_seconds: float = 60.0
@@ -213,7 +214,7 @@ def build_app(server: Server):
 
     def controls(prefix: str, smoothing: bool = True):
         with gr.Row():
-            detector = gr.Dropdown(list(DETECTORS), value="auto", label="detector",
+            detector = gr.Dropdown(list(DETECTORS), value=server.config.detector, label="detector",
                                    info="auto: mediapipe if installed, else the box tracker (one hand)")
             view = gr.Radio(list(VIEWS), value="mesh", label="draw")
             hands = gr.Slider(1, 4, value=2, step=1, label="max hands", info="mediapipe only")

@@ -195,12 +195,8 @@ class WebmRecorder:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path, self.size, self.frames = path, size, 0
-        level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # FFmpeg's note on the VP80 tag
-        try:
-            self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), fps, size)
-        finally:
-            cv2.utils.logging.setLogLevel(level)
+        # FFmpeg notes that the tag is not WebM's and uses its own; the stream is VP8 either way
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), fps, size)
         if not self._writer.isOpened():
             raise HandmeshError("this OpenCV cannot write VP8 .webm video; install opencv-python with FFmpeg")
 

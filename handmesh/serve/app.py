@@ -35,6 +35,7 @@ from handmesh.serve.files import (
     zip_folder,
 )
 from handmesh.serve.frames import MAX_SIDE, VIEWS, Controls, FrameSession, GLWorker, draw_hud, fit_frame, log
+from handmesh.serve.live import LiveStream
 
 STREAM_EVERY = 0.05  # s between webcam frames the browser sends (it waits while one is being processed)
 RESULT_MAX_AGE = 3600.0  # s; older request folders are removed when a new request comes
@@ -105,23 +106,27 @@ class Server:
         return str(png), glb, [str(p) for p in meshes] + [str(keypoints)], str(keypoints), summary
 
     # -- Live -------------------------------------------------------------------------------------------------
-    def live(self, frame, session: FrameSession | None, detector: str, smoothing: bool, view: str, max_hands: int):
-        """One webcam frame -> (the overlay with the HUD, the stream's session, a status line)."""
+    def live(self, frame, stream: LiveStream | None, detector: str, smoothing: bool, view: str, max_hands: int):
+        """One webcam frame -> (the previous frame's overlay with the HUD, the stream, a status line)."""
+        import gradio as gr
+
         if frame is None:
-            return None, session, "waiting for the camera"
+            return gr.skip(), stream, "waiting for the camera"
         image = fit_frame(np.asarray(frame, dtype=np.uint8)[..., :3])
         controls = Controls(detector=detector, smoothing=smoothing, view=view, max_hands=max_hands)
         height, width = image.shape[:2]
-        if session is None or not session.fits(controls, width, height):
-            if session is not None:
-                session.close()
-            session = FrameSession(self.predictor, self.gl, controls, width, height, video=True)
-        session.update(controls)
-        packet = session.process(image, time.monotonic())
-        overlay = draw_hud(packet, session.detector, session.settings.smoothing, session.rates, self.status_lines)
-        mesh = "mesh drawn" if session.settings.view.mesh and packet.hands else "no mesh"
-        status = (f"frame {session.frames}: {len(packet.hands)} hand(s), {mesh}; {session.rates.summary()}")
-        return overlay, session, status
+        if stream is None or not stream.fits(controls, width, height):
+            if stream is not None:
+                stream.close()
+            stream = LiveStream(self.predictor, self.gl, controls, width, height)
+        stream.update(controls)
+        packet = stream.submit(image)
+        if packet is None:
+            return gr.skip(), stream, "starting"
+        overlay = draw_hud(packet, stream.detector, stream.settings.smoothing, stream.rates, self.status_lines)
+        mesh = "mesh drawn" if stream.settings.view.mesh and packet.hands else "no mesh"
+        status = f"frame {stream.answered}: {len(packet.hands)} hand(s), {mesh}; {stream.rates.summary()}"
+        return overlay, stream, status
 
     # -- Video ------------------------------------------------------------------------------------------------
     def video(self, video, detector: str, smoothing: bool, view: str, max_hands: int, progress=None):
@@ -238,7 +243,7 @@ def build_app(server: Server):
                                     interactive=False)
             live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
             live_controls = controls("live")
-            state = gr.State(None, delete_callback=lambda session: session is not None and session.close())
+            state = gr.State(None, delete_callback=lambda stream: stream is not None and stream.close())
             webcam.stream(page_errors(server.live), [webcam, state, *live_controls], [live_out, state, live_status],
                           stream_every=STREAM_EVERY, time_limit=server.config.live_seconds,
                           concurrency_limit=server.config.concurrency, concurrency_id="live",

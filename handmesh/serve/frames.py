@@ -1,13 +1,14 @@
-"""Frames one at a time through the demo's stages (`handmesh.demo`), and the one thread that draws with GL.
+"""One frame through the demo's stages (`handmesh.demo`), and the one thread that draws with GL.
 
-The demo's `Pipeline` pulls frames from a source in its own threads; a browser pushes them, one request each. A
-`FrameSession` runs the same stage objects in the caller's thread for one pushed frame: the detector, the
-`HandReconstructor` (crops, `Predictor`, flip back, smoothing) and the `OverlayRenderer`. Videos go through the
-`Pipeline` itself, with `GLWorker.renderer` as its renderer.
+A `FrameSession` runs the demo's stage objects for one image in the caller's thread: the detector, the
+`HandReconstructor` (crops, `Predictor`, flip back, smoothing) and the `OverlayRenderer`, in the order and with the
+timings of `handmesh.demo.pipeline.Pipeline`; on a still image the box tracker may repeat detect -> infer to move its
+box onto the hand. Streams and videos go through the `Pipeline` itself (live.py, app.py), drawing with
+`GLWorker.renderer`.
 
 GL: a process keeps one GL renderer, owned by one thread (closing one ends the EGL display). `GLWorker` is that
-thread; every session and video hands it frames to draw. Its renderer is made once for frames up to MAX_SIDE px a
-side and pointed at each frame's size and camera before drawing.
+thread; every request hands it frames to draw. Its renderer is made once for frames up to MAX_SIDE px a side and
+pointed at each frame's size and camera before drawing.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class WorkerRenderer:
 
 
 class FrameSession:
-    """One stream's state for frames of one size: detector, smoothers, rates. `process` takes frames in order."""
+    """Frames of one size through one detector and its smoothers, in order, in the caller's thread (`process`)."""
 
     def __init__(self, predictor, gl: GLWorker, controls: Controls, width: int, height: int, video: bool):
         self.predictor, self.gl, self.controls = predictor, gl, controls
@@ -131,16 +132,6 @@ class FrameSession:
         self.rates = RateMeter()
         self.frames = 0
         self.lock = threading.Lock()  # one frame at a time: the detector and smoothers keep state
-
-    def fits(self, controls: Controls, width: int, height: int) -> bool:
-        """Whether frames of this size with these controls can go on here (smoothing and view change in place)."""
-        before = (self.controls.detector, self.controls.detector_hands())
-        return (controls.detector, controls.detector_hands()) == before and (width, height) == self.size
-
-    def update(self, controls: Controls) -> None:
-        self.controls = controls
-        self.settings.view = controls.view_options()
-        self.settings.smoothing = controls.smoothing
 
     def process(self, image: np.ndarray, time_s: float, passes: int = 1) -> Packet:
         """image (H, W, 3) uint8 RGB of this session's size -> the packet, its image drawn (no HUD).

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 W, H, FRAMES = 480, 360, 10
 GLOVE = (0.2, 0.35, 0.9)  # the clip's hand is blue, so the skin-coloured overlay changes pixels
 MAX_VIDEO_SECONDS = 0.5  # the server's limit in these tests: the clip (10 frames at 30 fps) fits, a longer one not
+MAX_UPLOAD_MB = 4
 SCREENSHOT_ENV = "HANDMESH_SERVE_SCREENSHOT"  # set to 1 to write demo/assets/serve.png
 
 
@@ -52,7 +53,8 @@ def server(tmp_path_factory, standin_dir):
     scratch.mkdir()
     cwd.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch), HANDMESH_MANO_DIR=str(standin_dir))
-    options = ["--threads", "2", "--max-video-seconds", str(MAX_VIDEO_SECONDS), "--max-image-mp", "20"]
+    options = ["--threads", "2", "--max-video-seconds", str(MAX_VIDEO_SECONDS), "--max-image-mp", "20",
+               "--max-upload-mb", str(MAX_UPLOAD_MB)]
     with running_server(options, root / "server.log", cwd=cwd, env=env) as running:
         yield {"url": running.url, "process": running.process, "scratch": scratch, "cwd": cwd, "log": running.log}
 
@@ -104,6 +106,11 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(client, clip, tm
     cv2.imwrite(str(huge), np.zeros((5000, 5000, 3), np.uint8))  # 25 MP, over the server's 20
     with pytest.raises(AppError, match="25 MP: expected at most 20 MP"):
         client.predict(handle_file(str(huge)), "tracker", "mesh", 1, api_name="/predict_image")
+    noise = tmp_path / "noise.png"  # incompressible: over the server's upload limit
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8))
+    assert noise.stat().st_size > MAX_UPLOAD_MB * 1e6
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(noise)), "tracker", "mesh", 1, api_name="/predict_image")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(clip.path.read_bytes()[:600])
     with pytest.raises(AppError, match="not a video this server can decode"):

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--renderer", choices=("auto", "gl", "opencv"), default="auto",
                         help="mesh drawing: OpenGL offscreen (EGL) or the OpenCV fallback (auto: gl if it works)")
-    parser.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb, help="largest upload, MB")
+    parser.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb, help="largest upload, MiB")
     parser.add_argument("--max-image-mp", type=float, default=defaults.max_image_mp, help="largest image, megapixels")
     parser.add_argument("--max-video-seconds", type=float, default=defaults.max_video_seconds,
                         help="longest video accepted, seconds")
@@ -71,29 +71,30 @@ def run(args: argparse.Namespace) -> int:
     if min(config.max_upload_mb, config.max_image_mp, config.max_video_seconds, config.concurrency) <= 0:
         raise HandmeshError("--max-upload-mb, --max-image-mp, --max-video-seconds and --concurrency: expected "
                             "positive numbers")
+    import torch
+
+    import handmesh.inference  # noqa: F401 - timm (and triton's LLVM) before Mesa's GL: the reverse order crashes
+    from handmesh.demo.app import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
+    predictor = load_engine(args.checkpoint, args.mano_dir, args.engine)
+    print(f"handmesh serve: model: {predictor.description}", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="handmesh-serve-"))
     try:
-        serve(config, args, workdir)
+        serve(config, args, workdir, predictor)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"handmesh serve: stopped; removed {workdir}", file=sys.stderr)
     return 0
 
 
-def serve(config, args: argparse.Namespace, workdir: Path) -> None:
-    """Load the model, build the page and serve until Ctrl-C or SIGTERM; Gradio's files go to workdir."""
+def serve(config, args: argparse.Namespace, workdir: Path, predictor) -> None:
+    """Build the page and serve until Ctrl-C or SIGTERM; Gradio's files go to workdir."""
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")  # read when gradio is imported, below
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import torch
-
-    import handmesh.inference  # noqa: F401 - timm (and triton's LLVM) before Mesa's GL: the reverse order crashes
-    from handmesh.demo.app import default_threads, model_warnings, sigterm_as_interrupt
-
-    torch.set_num_threads(args.threads or default_threads())
-    predictor = load_engine(args.checkpoint, args.mano_dir, args.engine)
-    print(f"handmesh serve: model: {predictor.description}", file=sys.stderr)
     import gradio  # noqa: F401 - after GRADIO_TEMP_DIR is set
 
+    from handmesh.demo.app import model_warnings, sigterm_as_interrupt
     from handmesh.serve.app import Server, build_app
     from handmesh.serve.frames import GLWorker
 
@@ -105,9 +106,13 @@ def serve(config, args: argparse.Namespace, workdir: Path) -> None:
         page = build_app(server)
         with sigterm_as_interrupt():
             print(f"handmesh serve: temporary files in {workdir}", file=sys.stderr)
-            page.launch(server_name=config.host, server_port=config.port or None, share=config.share,
-                        max_file_size=f"{config.max_upload_mb:g}mb", show_error=True, ssr_mode=False,
-                        inbrowser=False, quiet=False)
+            try:
+                page.launch(server_name=config.host, server_port=config.port or None, share=config.share,
+                            max_file_size=f"{config.max_upload_mb:g}mb", show_error=True, ssr_mode=False,
+                            inbrowser=False, quiet=False)
+            except OSError as error:  # the port is taken, or the address is not this machine's
+                raise HandmeshError(f"cannot listen on {config.host}:{config.port} ({error}); expected a free "
+                                    "port and a local address: pick another --port or --host") from None
     except KeyboardInterrupt:
         pass
     finally:

@@ -228,8 +228,10 @@ def build_app(server: Server):
                 items.append(gr.Checkbox(value=True, label="smoothing (One Euro)"))
         return items + [view, hands]
 
-    provenance = "  \n".join([f"**Model:** {server.predictor.description}"]
-                             + [f"⚠️ **{line}**" for line in server.status_lines[1:]])
+    description, _, hand_model = server.predictor.description.partition("; ")
+    provenance = "  \n".join([f"**Model:** {description}"] + [f"⚠️ **{line}**" for line in server.status_lines[1:]])
+    if hand_model:
+        provenance += f"\n<details><summary>hand model</summary>{hand_model}</details>\n"
     unmirrored = gr.WebcamOptions(mirror=False)  # the model sees the camera's image, as in the CLI demo
     detector_note = "mediapipe" if mediapipe_available() else "the box tracker (mediapipe is not installed)"
     with gr.Blocks(title="handmesh", delete_cache=(600, int(RESULT_MAX_AGE))) as page:
@@ -239,8 +241,8 @@ def build_app(server: Server):
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
                                   elem_id="live-input", webcam_options=unmirrored)
-                live_out = gr.Image(label="overlay", streaming=True, format="jpeg", elem_id="live-output",
-                                    interactive=False)
+                live_out = gr.Image(label="overlay", show_label=False, streaming=True, format="jpeg",
+                                    elem_id="live-output", interactive=False)
             live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
             live_controls = controls("live")
             state = gr.State(None, delete_callback=lambda stream: stream is not None and stream.close())

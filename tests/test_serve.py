@@ -159,8 +159,8 @@ def decode_src(page, src: str) -> np.ndarray:
 
 @pytest.mark.slow
 def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
-    """Start the webcam stream in the page, see overlays with the mesh arrive, stop; then a second page that goes
-    away mid-stream. Writes the README's screenshot when HANDMESH_SERVE_SCREENSHOT=1."""
+    """Start the webcam stream in the page, see overlays with the mesh arrive, stop; then a page that goes away
+    mid-stream, and one whose camera is refused. Writes the README's screenshot when HANDMESH_SERVE_SCREENSHOT=1."""
     if chromium_path() is None:
         pytest.skip("Debian's chromium is not installed: run `make browser-deps` (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'")
@@ -172,6 +172,7 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
         shown = decode_src(page, page.get_attribute("#live-output img", "src"))
         assert shown.shape == (H, W, 3)
         if os.environ.get(SCREENSHOT_ENV):
+            wait_for_frames(page, 20, timeout_ms=60_000)  # the HUD's moving averages past the start-up
             page.screenshot(path=str(REPO / "demo" / "assets" / "serve.png"))
         stop_live(page)
         time.sleep(1.0)
@@ -181,6 +182,10 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     with fake_camera_page(camera, server["url"]) as page:  # closed while streaming: a client that goes away
         start_live(page)
         wait_for_frames(page, 2, timeout_ms=40_000)
+    with fake_camera_page(camera, server["url"], allow=False) as page:  # a user who refuses the camera
+        page.click("#live-input >> text=Click to Access Webcam", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#live-status textarea').value"
+                               ".startsWith('no camera (NotAllowedError)')", timeout=20_000)
     # where the mesh is drawn the overlay differs from every clip frame; the HUD band at the top is left out
     capture = cv2.VideoCapture(str(clip.path))
     differences = []

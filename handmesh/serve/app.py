@@ -37,6 +37,24 @@ from handmesh.serve.files import (
 from handmesh.serve.frames import MAX_SIDE, VIEWS, Controls, FrameSession, GLWorker, draw_hud, fit_frame, log
 from handmesh.serve.live import LiveStream
 
+# Run in the page when it loads: why the webcam may not start, in the Live tab's status line.
+CAMERA_CHECK_JS = """async () => {
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    return "this page is not a secure context (https, localhost or 127.0.0.1), so the browser gives it no camera: "
+      + "reach a remote server through an SSH tunnel (ssh -L 7860:localhost:7860 server) and open localhost";
+  }
+  document.addEventListener("click", (event) => {  // the webcam button: say so when the camera is refused
+    if (!event.target.closest || !event.target.closest("#live-input")) return;
+    navigator.mediaDevices.getUserMedia({video: true}).then(
+      (stream) => stream.getTracks().forEach((track) => track.stop()),
+      (error) => {
+        const status = document.querySelector("#live-status textarea");
+        if (status) status.value = "no camera (" + error.name + "): allow camera access for this page in the "
+          + "browser's site settings, check that no other program holds the camera, then reload";
+      });
+  }, true);
+  return "press 'Click to Access Webcam', then Record";
+}"""
 STREAM_EVERY = 0.05  # s between webcam frames the browser sends (it waits while one is being processed)
 RESULT_MAX_AGE = 3600.0  # s; older request folders are removed when a new request comes
 
@@ -217,7 +235,7 @@ def build_app(server: Server):
     """The gr.Blocks page around `server`'s handlers."""
     import gradio as gr
 
-    def controls(prefix: str, smoothing: bool = True):
+    def controls(smoothing: bool = True):
         with gr.Row():
             detector = gr.Dropdown(list(DETECTORS), value=server.config.detector, label="detector",
                                    info="auto: mediapipe if installed, else the box tracker (one hand)")
@@ -244,7 +262,10 @@ def build_app(server: Server):
                 live_out = gr.Image(label="overlay", show_label=False, streaming=True, format="jpeg",
                                     elem_id="live-output", interactive=False)
             live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
-            live_controls = controls("live")
+            gr.Markdown("The overlay lags the camera by one frame (frames are processed while the next travels). "
+                        "No picture? Allow camera access for this page; browsers give it only to https or "
+                        "localhost pages.")
+            live_controls = controls()
             state = gr.State(None, delete_callback=lambda stream: stream is not None and stream.close())
             webcam.stream(page_errors(server.live), [webcam, state, *live_controls], [live_out, state, live_status],
                           stream_every=STREAM_EVERY, time_limit=server.config.live_seconds,
@@ -255,7 +276,7 @@ def build_app(server: Server):
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="image",
                                     elem_id="image-input", webcam_options=unmirrored)
                 image_out = gr.Image(label="overlay", type="filepath", interactive=False)
-            image_controls = controls("image", smoothing=False)
+            image_controls = controls(smoothing=False)
             image_run = gr.Button("Run", variant="primary")
             with gr.Row():
                 model3d = gr.Model3D(label="3D mesh (glTF axes: y up)", clear_color=(0.1, 0.1, 0.1, 1.0))
@@ -270,7 +291,7 @@ def build_app(server: Server):
                 video_in = gr.Video(label=f"clip (at most {server.config.max_video_seconds:g} s)", format=None,
                                     sources=["upload"])
                 video_out = gr.Video(label="overlay", format=None, interactive=False)
-            video_controls = controls("video")
+            video_controls = controls()
             video_run = gr.Button("Run", variant="primary")
             meshes_zip = gr.File(label="per-frame meshes (.obj) and keypoints.json (zip)")
             video_summary = gr.Textbox(label="summary", interactive=False)
@@ -280,5 +301,6 @@ def build_app(server: Server):
 
             video_run.click(page_errors(run_video), [video_in, *video_controls], [video_out, meshes_zip, video_summary],
                             api_name="predict_video", preprocess=False, concurrency_limit=1, concurrency_id="video")
+        page.load(None, None, live_status, js=CAMERA_CHECK_JS)
     page.queue(default_concurrency_limit=server.config.concurrency, max_size=server.config.queue_size)
     return page

@@ -94,17 +94,19 @@ def running_server(options: list[str], log: Path, cwd: Path | None = None, env: 
 
 
 @contextmanager
-def fake_camera_page(camera: Path, url: str, viewport: tuple[int, int] = (1280, 1000)):
-    """A headless chromium page at url whose webcam plays `camera` (.y4m); playwright drives Debian's chromium."""
+def fake_camera_page(camera: Path, url: str, viewport: tuple[int, int] = (1280, 1000), allow: bool = True):
+    """A headless chromium page at url whose webcam plays `camera` (.y4m); playwright drives Debian's chromium.
+    allow=False: the browser refuses the page the camera, as a user who says no."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
     if executable is None:
         raise HandmeshError("chromium is not installed: run `make browser-deps` (Debian: apt-get install chromium)")
     with sync_playwright() as playwright:
+        permission = "--use-fake-ui-for-media-stream" if allow else "--deny-permission-prompts"
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}", "--no-sandbox"])
+            permission, "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}",
+            "--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.goto(url)

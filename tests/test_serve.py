@@ -97,7 +97,7 @@ def test_predict_image_returns_an_overlay_meshes_and_keypoints(client, clip, tmp
     assert "1 hand(s)" in summary
 
 
-def test_bad_uploads_get_a_message_and_the_server_keeps_serving(client, clip, tmp_path):
+def test_bad_uploads_get_a_message_and_the_server_keeps_serving(server, client, clip, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
     with pytest.raises(AppError, match="not an image"):
@@ -122,6 +122,8 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(client, clip, tm
     writer.release()
     with pytest.raises(AppError, match=r"lasts 1\.0 s: expected at most 0\.5 s"):
         client.predict(handle_file(str(long_clip)), "tracker", True, "mesh", 1, api_name="/predict_video")
+    refused = {"notes.png", "huge.png", "noise.png", "broken.mp4", "long.mp4"}
+    assert not [p for p in server["scratch"].rglob("*") if p.name in refused], "refused uploads are not kept"
     overlay, *_ = client.predict(handle_file(_still(clip, tmp_path)), "tracker", "mesh", 1, api_name="/predict_image")
     assert cv2.imread(overlay) is not None, "still serving after the bad uploads"
 
@@ -182,6 +184,14 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     with fake_camera_page(camera, server["url"]) as page:  # closed while streaming: a client that goes away
         start_live(page)
         wait_for_frames(page, 2, timeout_ms=40_000)
+        page.click("button[role='tab']:has-text('Image')")  # the Image tab: upload, run, run again with another view
+        page.set_input_files("#image-input input[type='file']", _still(clip, tmp_path))
+        for view in ("mesh", "skeleton"):  # the same upload twice
+            page.click(f"#image-view label:has-text('{view}') >> nth=0")
+            page.click("#image-run")
+            page.wait_for_function("(view) => { const text = document.querySelector('#image-summary textarea').value;"
+                                   " return text.includes('hand(s) found') && text.includes(`drawn: ${view};`); }",
+                                   arg=view, timeout=30_000)
     with fake_camera_page(camera, server["url"], allow=False) as page:  # a user who refuses the camera
         page.click("#live-input >> text=Click to Access Webcam", timeout=60_000)
         page.wait_for_function("() => document.querySelector('#live-status textarea').value"

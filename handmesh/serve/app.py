@@ -96,8 +96,9 @@ class Server:
         """One image -> overlay PNG, the hands' .glb, downloads (.glb, .obj, .ply, .json), keypoint JSON, summary."""
         try:
             frame = decode_image(image, int(self.config.max_image_mp * 1e6))
-        finally:
-            _remove_upload(image)
+        except UploadError:
+            _remove_upload(image)  # a refused upload is not kept (a good one stays, to run again with other controls)
+            raise
         original = frame.shape[1], frame.shape[0]
         frame = fit_frame(frame)
         controls = Controls(detector=detector, smoothing=False, view=view, max_hands=max_hands)
@@ -119,7 +120,8 @@ class Server:
             raise
         scaled = f" (scaled from {original[0]}x{original[1]})" if original != (frame.shape[1], frame.shape[0]) else ""
         summary = (f"{len(packet.hands)} hand(s) found by {session.detector.name} in {frame.shape[1]}x"
-                   f"{frame.shape[0]}{scaled}; " + ", ".join(f"{k} {v:.0f} ms" for k, v in packet.timings_ms.items()))
+                   f"{frame.shape[0]}{scaled}, drawn: {view}; "
+                   + ", ".join(f"{k} {v:.0f} ms" for k, v in packet.timings_ms.items()))
         glb = str(meshes[0]) if meshes else None
         return str(png), glb, [str(p) for p in meshes] + [str(keypoints)], str(keypoints), summary
 
@@ -154,10 +156,11 @@ class Server:
             raise UploadError("no video: upload a clip (mp4, webm, avi, mkv), then press Run")
         try:
             count, fps = check_video(path, self.config.max_video_seconds, MAX_SIDE)
-            return self._video(path, _original_name(video, path), count, fps, detector, smoothing, view, max_hands,
-                               progress)
-        finally:
+        except UploadError:
             _remove_upload(video)
+            raise
+        return self._video(path, _original_name(video, path), count, fps, detector, smoothing, view, max_hands,
+                           progress)
 
     def _video(self, path: Path, name: str, count, fps, detector, smoothing, view, max_hands, progress):
         controls = Controls(detector=detector, smoothing=smoothing, view=view, max_hands=max_hands)
@@ -210,7 +213,7 @@ def _original_name(payload, path: Path) -> str:
 
 
 def _remove_upload(payload) -> None:
-    """The uploaded file is read once: remove it (it lies in Gradio's upload folder, inside the temporary folder)."""
+    """Remove an uploaded file (it lies in Gradio's upload folder, inside the temporary folder)."""
     path = payload_path(payload)
     if path is not None:
         path.unlink(missing_ok=True)
@@ -235,11 +238,11 @@ def build_app(server: Server):
     """The gr.Blocks page around `server`'s handlers."""
     import gradio as gr
 
-    def controls(smoothing: bool = True):
+    def controls(tab: str, smoothing: bool = True):
         with gr.Row():
             detector = gr.Dropdown(list(DETECTORS), value=server.config.detector, label="detector",
                                    info="auto: mediapipe if installed, else the box tracker (one hand)")
-            view = gr.Radio(list(VIEWS), value="mesh", label="draw")
+            view = gr.Radio(list(VIEWS), value="mesh", label="draw", elem_id=f"{tab}-view")
             hands = gr.Slider(1, 4, value=2, step=1, label="max hands", info="mediapipe only")
             items = [detector]
             if smoothing:
@@ -265,7 +268,7 @@ def build_app(server: Server):
             gr.Markdown("The overlay lags the camera by one frame (frames are processed while the next travels). "
                         "No picture? Allow camera access for this page; browsers give it only to https or "
                         "localhost pages.")
-            live_controls = controls()
+            live_controls = controls("live")
             state = gr.State(None, delete_callback=lambda stream: stream is not None and stream.close())
             webcam.stream(page_errors(server.live), [webcam, state, *live_controls], [live_out, state, live_status],
                           stream_every=STREAM_EVERY, time_limit=server.config.live_seconds,
@@ -276,13 +279,13 @@ def build_app(server: Server):
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="image",
                                     elem_id="image-input", webcam_options=unmirrored)
                 image_out = gr.Image(label="overlay", type="filepath", interactive=False)
-            image_controls = controls(smoothing=False)
-            image_run = gr.Button("Run", variant="primary")
+            image_controls = controls("image", smoothing=False)
+            image_run = gr.Button("Run", variant="primary", elem_id="image-run")
             with gr.Row():
                 model3d = gr.Model3D(label="3D mesh (glTF axes: y up)", clear_color=(0.1, 0.1, 0.1, 1.0))
                 downloads = gr.File(label="downloads: meshes (camera frame, metres) and JSON", file_count="multiple")
             keypoints = gr.File(label="keypoints and MANO parameters (JSON)")
-            image_summary = gr.Textbox(label="summary", interactive=False)
+            image_summary = gr.Textbox(label="summary", interactive=False, elem_id="image-summary")
             image_run.click(page_errors(server.predict_image), [image_in, *image_controls],
                             [image_out, model3d, downloads, keypoints, image_summary], api_name="predict_image",
                             preprocess=False, concurrency_limit=server.config.concurrency, concurrency_id="image")
@@ -291,7 +294,7 @@ def build_app(server: Server):
                 video_in = gr.Video(label=f"clip (at most {server.config.max_video_seconds:g} s)", format=None,
                                     sources=["upload"])
                 video_out = gr.Video(label="overlay", format=None, interactive=False)
-            video_controls = controls()
+            video_controls = controls("video")
             video_run = gr.Button("Run", variant="primary")
             meshes_zip = gr.File(label="per-frame meshes (.obj) and keypoints.json (zip)")
             video_summary = gr.Textbox(label="summary", interactive=False)

@@ -299,7 +299,8 @@ def build_app(server: Server):
             meshes_zip = gr.File(label="per-frame meshes (.obj) and keypoints.json (zip)")
             video_summary = gr.Textbox(label="summary", interactive=False)
 
-            def run_video(video, detector, smoothing, view, max_hands, progress=gr.Progress()):
+            def run_video(video, detector, smoothing, view, max_hands,
+                          progress=gr.Progress()):  # noqa: B008 - Gradio's idiom: it passes the page's tracker
                 return server.video(video, detector, smoothing, view, max_hands, progress)
 
             video_run.click(page_errors(run_video), [video_in, *video_controls], [video_out, meshes_zip, video_summary],

@@ -145,9 +145,11 @@ def mano_parameters(predictor, image: np.ndarray, hands: list[HandEstimate], K: 
 
     from handmesh.geometry import rotmat_to_axis_angle
 
-    model = getattr(predictor, "model", None)
-    if model is None or not hands or not callable(model):
-        return None if model is None else []
+    model = getattr(predictor, "model", None)  # an ONNX engine has none
+    if model is None:
+        return None
+    if not hands:
+        return []
     crops = [crop_hand(image, hand.box, K, predictor.input_size, hand.is_left) for hand in hands]
     images = torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2)  # (B, 3, S, S) uint8
     K_crops = torch.from_numpy(np.stack([c.K for c in crops])).float()

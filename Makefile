@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup system-deps quickstart test test-fast clean-quickstart
+.PHONY: setup system-deps browser-deps quickstart test test-fast clean-quickstart
 
 # Debian libraries for offscreen rendering (EGL through Mesa's llvmpipe); installed only where missing.
 system-deps:
@@ -16,6 +16,16 @@ system-deps:
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# Debian's chromium for the browser test of `handmesh serve` (tests/test_serve.py drives it with playwright);
+# installed only where missing. Where the package does not exist the test says so and is skipped.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian package: chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) \
+	    || echo "could not install chromium: the browser test will be skipped"; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -29,7 +39,7 @@ setup: system-deps $(STAMP)
 quickstart: setup
 	$(PY) -m handmesh.quickstart
 
-test: setup
+test: setup browser-deps
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint to ONNX"),
     "bench": ("bench", "measure speed: model, data, eval, demo"),
     "demo": ("demo", "live webcam / video / image demo"),
+    "serve": ("serve", "the demo in a browser (Gradio): live webcam, images, videos"),
 }
 PASSTHROUGH = {"fit", "validate", "test"}  # argument parsing belongs to LightningCLI
 

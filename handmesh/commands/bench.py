@@ -19,7 +19,7 @@ import sys
 import traceback
 from pathlib import Path
 
-PARTS = ("model", "data", "eval", "demo")
+PARTS = ("model", "data", "eval", "demo", "serve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

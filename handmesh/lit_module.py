@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
@@ -68,6 +69,7 @@ class HandMeshModule(pl.LightningModule):
     def forward(self, images: torch.Tensor, K: torch.Tensor) -> HandOutput:
         return self.model(images, K)
 
+    @in_float32  # the target rotations (MANO) and every loss term, whatever the trainer's precision
     def _losses(self, output: HandOutput, batch: dict) -> dict[str, torch.Tensor]:
         target_pose = self.model.mano.pose_from_axis_angle(batch["mano_pose"], add_hands_mean=True)  # (B, 16, 3, 3)
         return hand_losses(

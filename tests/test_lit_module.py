@@ -139,9 +139,9 @@ def test_bf16_mixed_trains_with_float32_geometry(root):
             dtypes.update({name: getattr(output, name).dtype for name in ("vertices", "keypoints_2d", "betas")})
             dtypes["loss"] = outputs["loss"].dtype
 
-    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=2, logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[Record()])
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=2, logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=[Record()])
     before = [p.detach().clone() for p in module.model.regressor.parameters()]
     trainer.fit(module, loader, loader)
     assert trainer.global_step == 2

@@ -11,20 +11,24 @@ from safetensors.torch import save_file
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit id
 
 
-def write_timm_weights(cache: Path, name: str, filename: str = "model.safetensors", seed: int = 0) -> dict:
-    """Random weights of timm model `name` (with its classifier) saved where `hf_hub_download` looks for timm's
-    ImageNet weights: <cache>/models--org--repo/{refs/main, snapshots/<commit>/<filename>}. Returns the state dict."""
+def write_weights_file(path: Path, name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights of timm model `name` with its ImageNet classifier, as timm publishes them, saved as
+    `.safetensors` or (any other suffix) with torch.save. Returns the state dict."""
     torch.manual_seed(seed)
-    model = timm.create_model(name, num_classes=1000)
-    repo = model.pretrained_cfg["hf_hub_id"]  # e.g. timm/fastvit_t8.apple_in1k
+    state = {key: value.contiguous() for key, value in timm.create_model(name, num_classes=1000).state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return state
+
+
+def write_timm_weights(cache: Path, name: str, filename: str = "model.safetensors", seed: int = 0) -> dict:
+    """`write_weights_file` where `hf_hub_download` looks for timm's ImageNet weights of `name`:
+    <cache>/models--org--repo/{refs/main, snapshots/<commit>/<filename>}. Returns the state dict."""
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id  # e.g. timm/fastvit_t8.apple_in1k
     folder = cache / ("models--" + repo.replace("/", "--"))
     (folder / "refs").mkdir(parents=True, exist_ok=True)
     (folder / "refs" / "main").write_text(COMMIT)
-    snapshot = folder / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True, exist_ok=True)
-    state = {key: value.contiguous() for key, value in model.state_dict().items()}
-    if filename.endswith(".safetensors"):
-        save_file(state, str(snapshot / filename))
-    else:
-        torch.save(state, snapshot / filename)
-    return state
+    return write_weights_file(folder / "snapshots" / COMMIT / filename, name, seed)

@@ -32,10 +32,12 @@ def in_float32(function: Function) -> Function:
     def wrapper(*args, **kwargs):
         args = tuple(_to_float32(value) for value in args)
         kwargs = {name: _to_float32(value) for name, value in kwargs.items()}
+        autocasting = [device for device in AUTOCAST_DEVICES if torch.is_autocast_enabled(device)]
+        if not autocasting:  # plain float32 inference (and tracing, torch.compile): just the call
+            return function(*args, **kwargs)
         with contextlib.ExitStack() as stack:
-            for device in AUTOCAST_DEVICES:
-                if torch.is_autocast_enabled(device):
-                    stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            for device in autocasting:
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
             return function(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

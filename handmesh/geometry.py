@@ -7,7 +7,6 @@ first two *columns* of R; cameras follow OpenCV/FreiHAND (x right, y down, z for
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable, TypeVar
 
@@ -32,15 +31,18 @@ def in_float32(function: Function) -> Function:
     def wrapper(*args, **kwargs):
         args = tuple(_to_float32(value) for value in args)
         kwargs = {name: _to_float32(value) for name, value in kwargs.items()}
-        autocasting = [device for device in AUTOCAST_DEVICES if torch.is_autocast_enabled(device)]
-        if not autocasting:  # plain float32 inference (and tracing, torch.compile): just the call
-            return function(*args, **kwargs)
-        with contextlib.ExitStack() as stack:
-            for device in autocasting:
-                stack.enter_context(torch.autocast(device_type=device, enabled=False))
-            return function(*args, **kwargs)
+        autocasting = tuple(device for device in AUTOCAST_DEVICES if torch.is_autocast_enabled(device))
+        return _without_autocast(autocasting, function, args, kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _without_autocast(devices: tuple[str, ...], function: Callable, args: tuple, kwargs: dict):
+    """function(*args, **kwargs) with autocast off on `devices` (nested `with` blocks: torch.compile traces them)."""
+    if not devices:
+        return function(*args, **kwargs)
+    with torch.autocast(device_type=devices[0], enabled=False):
+        return _without_autocast(devices[1:], function, args, kwargs)
 
 
 def _to_float32(value):

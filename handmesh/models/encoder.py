@@ -152,7 +152,7 @@ def timm_weights(pretrained_cfg: dict, name: str) -> Path:
     if constants.HF_HUB_OFFLINE:
         raise CheckpointError(_not_cached(name, repo, cache, "HF_HUB_OFFLINE is set, so nothing is downloaded"))
     print(f"downloading timm's ImageNet weights for {name} from huggingface.co/{repo} into {cache}", file=sys.stderr)
-    problem = "no weights file in the repository"
+    problem = f"the repository has none of {', '.join(filenames)}"
     for filename in filenames:
         try:
             return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision or None))

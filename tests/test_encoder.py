@@ -128,6 +128,7 @@ def test_offline_without_the_cache_is_a_clear_error(offline_hub, tmp_path, capsy
     assert code == 2 and "not in the local Hugging Face cache" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch and timm
 def test_hf_home_and_hf_hub_offline_from_the_environment(tmp_path):
     """The settings a user exports: HF_HOME moves the cache, HF_HUB_OFFLINE=1 forbids the network (fresh process)."""
     state = write_timm_weights(tmp_path / "hub", "fastvit_t8", seed=3)

@@ -1,8 +1,10 @@
 """Every file in configs/ trains through `handmesh fit` on the CPU as written: its precision, network, losses,
 callbacks and loggers. Only what a test machine must change is overridden: the data (the tiny synthetic set), the MANO
-folder, batch size and workers, the run length (STEPS optimizer steps, one validation batch at the end), and the
-ImageNet weights: `pretrained: timm` is read from a Hugging Face cache laid out in the test (HF_HUB_OFFLINE, random
-weights), a weights file is replaced by a local one of random weights. A new config is covered by being in configs/.
+folder, batch size and workers, the run length (STEPS optimizer steps, one validation batch at the end, no sanity
+check), and the ImageNet weights: `pretrained: timm` is read from a Hugging Face cache laid out in the test
+(HF_HUB_OFFLINE, random weights), a weights file is replaced by a local one of random weights. The test runs in its
+own folder, so the configs' relative run folders (default_root_dir, the loggers' save_dir) are written there. A new
+config is covered by being in configs/.
 """
 
 from __future__ import annotations
@@ -67,20 +69,22 @@ def _repo_runs() -> set[Path]:
     return set((REPO / "runs").rglob("*")) if (REPO / "runs").is_dir() else set()
 
 
-@pytest.mark.slow  # 37 s for quickstart.yaml, minutes for the bf16 MA36 recipe (bf16 is emulated on AVX2-only CPUs)
+@pytest.mark.slow  # 37 s for quickstart.yaml, many minutes for the bf16 MA36 recipe where bf16 is emulated (AVX2 CPUs)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
 def test_config_trains_as_written(config, root, standin_dir, tmp_path, monkeypatch):
     written = yaml.safe_load(config.read_text())
     extra, weights = _local_weights(written["model"], tmp_path, monkeypatch)
     overridden = {"data": {"root", "batch_size", "num_workers"}, "model": {"pretrained", "mano_dir"},
-                  "trainer": {"max_steps", "val_check_interval", "check_val_every_n_epoch", "limit_val_batches"}}
+                  "trainer": {"max_steps", "val_check_interval", "check_val_every_n_epoch", "limit_val_batches",
+                              "num_sanity_val_steps"}}
     before = _repo_runs()
     # the config's relative run folders (trainer.default_root_dir and the loggers' save_dir) resolve in tmp_path
     monkeypatch.chdir(tmp_path)
     code = main(["fit", "--config", str(config), "--data.root", str(root), "--mano-dir", str(standin_dir),
                  "--data.batch_size", "2", "--data.num_workers", "0", *extra, "--trainer.max_steps", str(STEPS),
                  "--trainer.val_check_interval", str(STEPS), "--trainer.check_val_every_n_epoch", "null",
-                 "--trainer.limit_val_batches", "1"])
+                 "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0"])
     assert code == 0
     assert _repo_runs() == before  # nothing written into the repository
 

@@ -30,8 +30,8 @@ class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (see the data contract); logs `val/pa_mpjpe_mm` and friends.
 
     encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the network (see HandModel). pretrained:
-    None, "timm" (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,
-    data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
+    None, "timm" (timm's ImageNet weights: the Hugging Face cache, else a download) or a weights file. mano_dir: MANO
+    folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
     """

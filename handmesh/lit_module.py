@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
@@ -29,8 +30,8 @@ class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (docs/data.md, "Data batches"); logs `val/pa_mpjpe_mm` and friends.
 
     encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the network (see HandModel). pretrained:
-    None, "timm" (cached ImageNet weights) or a weights file. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,
-    data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
+    None, "timm" (timm's ImageNet weights: the Hugging Face cache, else a download) or a weights file. mano_dir: MANO
+    folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
     """
@@ -68,6 +69,7 @@ class HandMeshModule(pl.LightningModule):
     def forward(self, images: torch.Tensor, K: torch.Tensor) -> HandOutput:
         return self.model(images, K)
 
+    @in_float32  # the target rotations (MANO) and every loss term, whatever the trainer's precision
     def _losses(self, output: HandOutput, batch: dict) -> dict[str, torch.Tensor]:
         target_pose = self.model.mano.pose_from_axis_angle(batch["mano_pose"], add_hands_mean=True)  # (B, 16, 3, 3)
         return hand_losses(

@@ -1,7 +1,8 @@
 """Training losses: pure functions of predictions and targets. Defaults for their weights live in `LossWeights`.
 
 Units: 3D terms in metres (root-relative, so independent of the camera), 2D terms in crop widths (pixels / S),
-rotation terms on matrix entries, shape terms on MANO's unitless betas.
+rotation terms on matrix entries, shape terms on MANO's unitless betas. Every term is computed in float32 whatever the
+autocast (`geometry.in_float32`): the alignment's SVD and det have no half-precision kernels.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from handmesh.geometry import in_float32
 from handmesh.joints import ROOT_KEYPOINT
 
 
@@ -40,6 +42,7 @@ def keypoint_3d_loss(pred_rel: torch.Tensor, target_rel: torch.Tensor) -> torch.
     return (pred_rel - target_rel).abs().mean()
 
 
+@in_float32
 def aligned_keypoint_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean L1 (metres) between (B, N, 3) targets and predictions moved onto them by the best rotation, scale and
     translation (Umeyama; no reflection) -> (). The transform is fitted without gradient, so the loss pulls the
@@ -88,6 +91,7 @@ def root_relative(points: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor
     return points - keypoints[:, ROOT_KEYPOINT:ROOT_KEYPOINT + 1]
 
 
+@in_float32
 def hand_losses(
     pred_keypoints_rel: torch.Tensor,  # (B, 21, 3) metres
     pred_vertices_rel: torch.Tensor,  # (B, 778, 3) metres

@@ -10,9 +10,10 @@ Protocol (docs/evaluation.md), per sample:
 Aggregation: errors averaged per keypoint over samples, then over keypoints; AUC of the PCK curve (`<=`, 100 thresholds
 from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-scores averaged over samples.
 
-All maths runs in float64 on the inputs' device, torch's ops on one CPU thread (`FreiHANDMetric.update`: many small
-ops lose more to thread synchronisation than they gain); the F-scores' exact nearest-neighbour search is a numba
-kernel on the CPU that splits the samples over the caller's torch thread count (`handmesh.fscore`).
+All maths runs in float64 on the inputs' device whatever the autocast (`geometry.in_float32`), torch's ops on one CPU
+thread (`FreiHANDMetric.update`: many small ops lose more to thread synchronisation than they gain); the F-scores'
+exact nearest-neighbour search is a numba kernel on the CPU that splits the samples over the caller's torch thread
+count (`handmesh.fscore`).
 `handmesh/metrics_reference.py` is the slow per-sample numpy/scipy version of the official loop; the tests check that
 both agree to 1e-6 on every score.
 """
@@ -27,6 +28,7 @@ import torch
 from torchmetrics import Metric
 
 from handmesh.fscore import F_THRESHOLDS_M, f_scores
+from handmesh.geometry import in_float32
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
@@ -68,6 +70,7 @@ class SimilarityTransform:
         return torch.baddbmm(self.target_centre[:, None], centred, linear)
 
 
+@in_float32
 def fit_similarity(pred: torch.Tensor, gt: torch.Tensor) -> SimilarityTransform:
     """Official `align_w_scale`: centre both (B, N, 3) sets, divide each by its Frobenius norm (+1e-8), solve
     `R, s = orthogonal_procrustes(gt_n, pred_n)` (R = U Vh from the SVD of gt_n^T pred_n, s = sum of its singular
@@ -131,6 +134,7 @@ class SampleErrors:
         }
 
 
+@in_float32
 def sample_errors(pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_keypoints: torch.Tensor,
                   gt_vertices: torch.Tensor, threads: int | None = None) -> SampleErrors:
     """pred_keypoints (B, 21, 3), pred_vertices (B, V, 3), gt_keypoints (B, 21, 3), gt_vertices (B, 778, 3), metres,

@@ -119,3 +119,33 @@ def test_validation_images_reach_tensorboard(root, tmp_path, monkeypatch, gl):
     events.Reload()
     (image,) = events.Images("val/mesh_overlay")
     assert (image.width, image.height) == (2 * 64, 64)  # two crops side by side
+
+
+@pytest.mark.slow
+def test_bf16_mixed_trains_with_float32_geometry(root):
+    """Lightning's bf16-mixed (the paper recipe) on the CPU: the encoder runs in bfloat16; MANO, the camera, the
+    losses and the metrics in float32 (their SVD and det have no bfloat16 kernels); training steps and validation run.
+    (16-mixed is bf16-mixed on the CPU in Lightning; test_losses.py covers float16 autocast.)"""
+    loader = DataLoader(Subset(FreiHANDDataset(root, split="training", input_size=32, progress=False), [0, 1]),
+                        batch_size=2)
+    module = HandMeshModule(encoder="fastvit_t8", input_size=32, warmup_steps=1)
+    dtypes = {}
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            with trainer.precision_plugin.forward_context():
+                output = pl_module(batch["image"], batch["K"])
+                dtypes["features"] = pl_module.model.encoder(batch["image"]).dtype
+            dtypes.update({name: getattr(output, name).dtype for name in ("vertices", "keypoints_2d", "betas")})
+            dtypes["loss"] = outputs["loss"].dtype
+
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=2, logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=[Record()])
+    before = [p.detach().clone() for p in module.model.regressor.parameters()]
+    trainer.fit(module, loader, loader)
+    assert trainer.global_step == 2
+    assert dtypes["features"] == torch.bfloat16
+    assert {dtypes[name] for name in ("vertices", "keypoints_2d", "betas", "loss")} == {torch.float32}
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.model.regressor.parameters()))
+    assert math.isfinite(trainer.callback_metrics["val/pa_mpjpe_mm"])

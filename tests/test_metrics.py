@@ -206,3 +206,18 @@ def test_metric_refuses_mixed_vertex_correspondence_and_empty_compute():
     metric.update(tensors[0], tensors[1][:, :300], tensors[2], tensors[3])
     with pytest.raises(ValueError, match="mixes meshes"):
         metric.compute()
+
+
+def test_metric_under_half_precision_autocast_matches_float64():
+    """Validation under bf16-mixed: the network hands over bfloat16 points; the Procrustes (SVD) runs in float64
+    anyway, so the scores are those of the same (rounded) points without autocast."""
+    gt_xyz, gt_verts, pred_xyz, pred_verts = (torch.from_numpy(a) for a in random_set(4, seed=3))
+    pred_xyz, pred_verts = pred_xyz.bfloat16(), pred_verts.bfloat16()
+    plain = FreiHANDMetric()
+    plain.update(pred_xyz.double(), pred_verts.double(), gt_xyz, gt_verts)
+    mixed = FreiHANDMetric()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed.update(pred_xyz, pred_verts, gt_xyz.float(), gt_verts.float())
+        transform = fit_similarity(pred_xyz, gt_xyz.float())
+    assert transform.rotation.dtype == torch.float64
+    assert_scores_close(mixed.compute().as_dict(), plain.compute().as_dict(), rtol=1e-5)

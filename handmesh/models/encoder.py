@@ -1,4 +1,4 @@
-"""FastViT image encoder (timm): a feature map from RGB images, with ImageNet weights from timm's cache or a file.
+"""FastViT image encoder (timm): a feature map from RGB images, with timm's ImageNet weights (Hugging Face) or a file.
 
 Any timm FastViT works by name (`fastvit_t8` ... `fastvit_ma36`, optionally with a tag like `.apple_dist_in1k`).
 Sizes and normalisation are read from the model (`num_features`, `resolve_model_data_config`), never hard-coded.
@@ -7,6 +7,7 @@ Sizes and normalisation are read from the model (`num_features`, `resolve_model_
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import timm
@@ -16,15 +17,16 @@ from torch import nn
 from handmesh.errors import CheckpointError, HandmeshError
 
 PRETRAINED_NONE = None  # random initialisation (tests, the CPU quickstart)
-PRETRAINED_TIMM = "timm"  # timm's ImageNet weights, read from the local Hugging Face cache (never downloaded here)
+PRETRAINED_TIMM = "timm"  # timm's ImageNet weights: the Hugging Face cache, else downloaded into it (`timm_weights`)
 
 
 class Encoder(nn.Module):
     """images (B, 3, S, S) RGB, uint8 in [0, 255] (the dataset's batches) or float in [0, 1] -> features
     (B, C, S/32, S/32), C = `num_features`. The one place where images are scaled and normalised.
 
-    pretrained: None (random), "timm" (the cached ImageNet weights of `name`), or a path to a `.safetensors` /
-    `.pth` / `.pt` state dict of the same timm model (classifier keys are ignored; every backbone key must match).
+    pretrained: None (random), "timm" (the ImageNet weights of `name`, see `timm_weights`), or a path to a
+    `.safetensors` / `.pth` / `.pt` state dict of the same timm model (classifier keys are ignored; every backbone key
+    must match).
     """
 
     def __init__(self, name: str = "fastvit_ma36", pretrained: str | None = PRETRAINED_NONE,
@@ -45,7 +47,7 @@ class Encoder(nn.Module):
         self.register_buffer("mean", torch.tensor(data_config["mean"]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data_config["std"]).reshape(1, 3, 1, 1), persistent=False)
         if pretrained == PRETRAINED_TIMM:
-            self.load_backbone_weights(cached_timm_weights(self.backbone.pretrained_cfg, name))
+            self.load_backbone_weights(timm_weights(self.backbone.pretrained_cfg, name))
         elif pretrained:
             self.load_backbone_weights(pretrained)
 
@@ -124,23 +126,51 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def cached_timm_weights(pretrained_cfg: dict, name: str) -> Path:
-    """The local file of timm's ImageNet weights for this model, from the Hugging Face cache; never downloads.
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a Hugging Face repo, in order
 
-    Same files `timm.create_model(name, pretrained=True)` would fetch; looking them up directly keeps this offline
-    without touching HF_HUB_OFFLINE (which huggingface_hub reads once, at import).
+
+def timm_weights(pretrained_cfg: dict, name: str) -> Path:
+    """The local file of timm's ImageNet weights for this model: from the Hugging Face cache when there, else
+    downloaded into it (with a progress bar) from the Hub repository timm names (`hf_hub_id`), as
+    `timm.create_model(name, pretrained=True)` would. HF_HUB_OFFLINE=1 (read when huggingface_hub is first imported)
+    keeps it to the cache; HF_HOME / HF_HUB_CACHE move the cache, as for timm.
     """
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    repo = pretrained_cfg.get("hf_hub_id")
-    if repo:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(repo_id=repo, filename=filename)
-            if isinstance(found, str):
-                return Path(found)
-    raise CheckpointError(
-        f"timm's ImageNet weights for {name} ({repo or 'no Hugging Face id'}) are not in the local Hugging Face cache. "
-        f"On a machine with internet run: python -c \"import timm; timm.create_model('{name}', pretrained=True)\" "
-        "(this fills ~/.cache/huggingface), or pass --model.pretrained /path/to/weights.safetensors, or "
-        "--model.pretrained null to start from random weights."
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if not hub_id:
+        raise CheckpointError(f"timm names no Hugging Face repository for {name}'s ImageNet weights; pass "
+                              "--model.pretrained /path/to/weights.safetensors or --model.pretrained null.")
+    repo, _, revision = hub_id.partition("@")  # timm's "org/name@revision"
+    filenames = (pretrained_cfg["hf_hub_filename"],) if pretrained_cfg.get("hf_hub_filename") else TIMM_WEIGHT_FILES
+    for filename in filenames:  # the cache first: no network round trip when the weights are already here
+        found = try_to_load_from_cache(repo_id=repo, filename=filename, revision=revision or None)
+        if isinstance(found, str):
+            return Path(found)
+    cache = constants.HF_HUB_CACHE
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointError(_not_cached(name, repo, cache, "HF_HUB_OFFLINE is set, so nothing is downloaded"))
+    print(f"downloading timm's ImageNet weights for {name} from huggingface.co/{repo} into {cache}", file=sys.stderr)
+    problem = f"the repository has none of {', '.join(filenames)}"
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision or None))
+        except LocalEntryNotFoundError:  # the Hub was not reachable
+            problem = "huggingface.co could not be reached"
+            break
+        except EntryNotFoundError:  # not in the repository: try timm's next name
+            continue
+        except Exception as error:  # noqa: BLE001 - the Hub refused, the connection broke, the disk is full
+            problem = f"the download failed ({type(error).__name__}: {error})"
+            break
+    raise CheckpointError(_not_cached(name, repo, cache, problem))
+
+
+def _not_cached(name: str, repo: str, cache: str, why: str) -> str:
+    return (
+        f"timm's ImageNet weights for {name} (huggingface.co/{repo}) are not in the local Hugging Face cache ({cache}) "
+        f"and {why}. Fetch them where huggingface.co is reachable (this command with HF_HUB_OFFLINE unset, or "
+        f"`hf download {repo}`; HF_HOME or HF_HUB_CACHE choose the cache) and copy the cache here, or pass "
+        "--model.pretrained /path/to/weights.safetensors, or --model.pretrained null to start from random weights."
     )

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from handmesh.errors import HandmeshError
-from handmesh.geometry import project_points, rot6d_to_rotmat, rotmat_to_rot6d, weak_perspective_to_translation
+from handmesh.geometry import (
+    in_float32,
+    project_points,
+    rot6d_to_rotmat,
+    rotmat_to_rot6d,
+    weak_perspective_to_translation,
+)
 from handmesh.joints import NUM_KEYPOINTS, NUM_POSE_PARAMS, ROOT_KEYPOINT
 
 NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
@@ -119,21 +125,24 @@ class HandModel(nn.Module):
             heatmap_2d = self.keypoint_head(stage_features)  # (B, 21, 2) px
             cues = (heatmap_2d / crop_size - 0.5).flatten(1)  # (B, 42) crop widths from the crop centre
             params = self.regressor(features, cues)
-        # MANO and the camera in float32 even under mixed precision: bf16 would round vertices by millimetres
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            pose = self.pose_rotations(params.pose.float())  # (B, 16, 3, 3)
-            betas, camera, K = params.betas.float(), params.camera.float(), K.float()
-            mano = self.mano(pose, betas)
-            root = mano.keypoints[:, ROOT_KEYPOINT:ROOT_KEYPOINT + 1]  # (B, 1, 3) model frame
-            vertices_rel = mano.vertices - root  # (B, 778, 3)
-            keypoints_rel = mano.keypoints - root  # (B, 21, 3)
-            translation = weak_perspective_to_translation(camera, K, crop_size)  # (B, 3)
-            keypoints_3d = keypoints_rel + translation[:, None]
-            keypoints_2d = project_points(keypoints_3d, K)  # (B, 21, 2) pixels
+        return self.hand_from_parameters(params.pose, params.betas, params.camera, K.float(), crop_size, heatmap_2d)
+
+    @in_float32
+    def hand_from_parameters(self, pose_params: torch.Tensor, betas: torch.Tensor, camera: torch.Tensor,
+                             K: torch.Tensor, crop_size: int, heatmap_2d: torch.Tensor | None = None) -> HandOutput:
+        """Regressed (B, P) pose, (B, 10) betas, (B, 3) camera, K (B, 3, 3) pixels -> `HandOutput`: MANO and the
+        camera, in float32 whatever the autocast (half precision would round the vertices by millimetres)."""
+        pose = self.pose_rotations(pose_params)  # (B, 16, 3, 3)
+        mano = self.mano(pose, betas)
+        root = mano.keypoints[:, ROOT_KEYPOINT:ROOT_KEYPOINT + 1]  # (B, 1, 3) model frame
+        vertices_rel = mano.vertices - root  # (B, 778, 3)
+        keypoints_rel = mano.keypoints - root  # (B, 21, 3)
+        translation = weak_perspective_to_translation(camera, K, crop_size)  # (B, 3)
+        keypoints_3d = keypoints_rel + translation[:, None]
         return HandOutput(
             vertices=vertices_rel + translation[:, None],
             keypoints_3d=keypoints_3d,
-            keypoints_2d=keypoints_2d,
+            keypoints_2d=project_points(keypoints_3d, K),  # (B, 21, 2) pixels
             camera=camera,
             translation=translation,
             pose_rotmat=pose,

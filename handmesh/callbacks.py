@@ -1,12 +1,17 @@
 """Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
 
-`default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, random states);
-`ValidationMeshImages` is opt-in from the YAML configs (it needs a TensorBoard logger).
+`default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, a last.ckpt when
+interrupted and every 30 minutes, random states); `ValidationMeshImages` is opt-in from the YAML configs (it needs a
+TensorBoard logger).
 """
 
 from __future__ import annotations
 
 import random
+import signal
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -17,11 +22,13 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from handmesh.checkpoints import atomic_save, metadata, read_checkpoint
 from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_mesh_opencv
 
 MONITOR = "val/pa_mpjpe_mm"  # the best checkpoint has the lowest validation PA-MPJPE
+LAST_NAME = "last.ckpt"  # what `--ckpt_path last` finds in the checkpoint folder
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -44,12 +51,14 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     Lightning 2.6 refreshes last.ckpt only when best.ckpt is saved, and writes it at the end of fast_dev_run runs;
     here last.ckpt is the latest state after every validation and at the end of training (e.g. at max_time), and
-    fast_dev_run writes nothing.
+    fast_dev_run writes nothing. The names are fixed: a run resumed from a last.ckpt that another callback wrote
+    (`InterruptCheckpoint`) overwrites it rather than starting a last-v1.ckpt.
     """
 
     def __init__(self, root_dir: str | Path):
         super().__init__(dirpath=Path(root_dir) / "checkpoints", filename="best", monitor=MONITOR, mode="min",
-                         save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False)
+                         save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False,
+                         enable_version_counter=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -99,8 +108,106 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def default_callbacks(root_dir: str | Path) -> list[Callback]:
-    return [BestAndLastCheckpoint(root_dir), RNGState()]
+class InterruptCheckpoint(Callback):
+    """`<root>/checkpoints/last.ckpt` of the current step when `fit` is stopped by SIGTERM or SIGINT (Ctrl+C), and
+    every `every_minutes` of training (0: never), so that a run killed outright (SIGKILL) loses at most that much.
+
+    SIGTERM is Lightning's: its handler sets `trainer.received_sigterm` and the loops stop at the next batch boundary
+    with a `SIGTERMException` (with DDP, rank 0's flag is broadcast at every batch, so all ranks stop at the same one).
+    From the sanity check or the training start on, a first SIGINT asks for the same stop: this callback's handler
+    calls the SIGTERM handler (Lightning's, chained to any earlier one); a second SIGINT interrupts at once through
+    the handler that was there before. On the stop every rank calls `trainer.save_checkpoint` (rank 0 writes, through
+    the strategy's CheckpointIO: atomically with `AtomicCheckpointIO`), rank 0 prints where the file is, and the
+    exception's exit status becomes 128 + the signal: 143 for SIGTERM, 130 for SIGINT. Nothing is written before
+    training starts (by then a resumed run has been restored), nor in fast_dev_run runs.
+    """
+
+    def __init__(self, dirpath: str | Path, every_minutes: float = 30.0):
+        if every_minutes < 0:
+            raise ValueError(f"every_minutes is {every_minutes}, expected >= 0 (0: only when interrupted)")
+        self.path = Path(dirpath) / LAST_NAME
+        self.every_minutes = every_minutes
+        self._signal: int | None = None  # SIGINT once asked to stop by one
+        self._installed = False  # our SIGINT handler is in place
+        self._previous_sigint = signal.SIG_DFL  # the SIGINT handler before ours
+        self._is_global_zero = True
+        self._training = False  # training has started: the state is this run's (restored, if resuming)
+        self._last_save = 0.0  # time.monotonic() at the training start or the last periodic save
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install_sigint(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install_sigint(trainer)
+        self._training = not trainer.fast_dev_run
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if not self._training or self.every_minutes <= 0:
+            return
+        due = time.monotonic() - self._last_save >= 60.0 * self.every_minutes
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due)  # rank 0's clock decides: every rank must take part in the save
+        if due:
+            trainer.save_checkpoint(self.path)
+            self._last_save = time.monotonic()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException):
+            return
+        signum = self._signal or signal.SIGTERM
+        exception.code = 128 + signum
+        if self._training:
+            trainer.save_checkpoint(self.path)
+            outcome = (f"saved step {trainer.global_step} to {self.path}; run the same command with "
+                       "`--ckpt_path last` to continue from there.")
+        else:
+            outcome = "no training step had started, so no checkpoint was written."
+        if trainer.is_global_zero:
+            print(f"handmesh: stopped by {signal.Signals(signum).name}: {outcome}", file=sys.stderr, flush=True)
+        self._training = False
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_sigint()
+        self._training = False
+
+    def _install_sigint(self, trainer: pl.Trainer) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return  # signal handlers run in the main thread only
+        self._signal = None
+        self._is_global_zero = trainer.is_global_zero
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        self._installed = True
+
+    def _restore_sigint(self) -> None:
+        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous_sigint if self._previous_sigint is not None else signal.SIG_DFL)
+        self._installed = False
+
+    def _on_sigint(self, signum: int, frame) -> None:
+        previous = self._previous_sigint
+        stop = signal.getsignal(signal.SIGTERM)
+        if self._signal is not None or not callable(stop):  # a second Ctrl+C (or no SIGTERM handler): stop at once
+            self._restore_sigint()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+            return
+        self._signal = signal.SIGINT
+        if self._is_global_zero:
+            print("\nhandmesh: SIGINT: stopping after this batch and saving last.ckpt (once more to stop at once)",
+                  file=sys.stderr, flush=True)
+        stop(signal.SIGTERM, frame)  # Lightning's flag (and its DDP launcher's forwarding) as for a SIGTERM
+
+
+def default_callbacks(root_dir: str | Path, last_every_minutes: float = 30.0) -> list[Callback]:
+    """Best and last checkpoints in `<root_dir>/checkpoints/`, last.ckpt also on SIGTERM / SIGINT and every
+    `last_every_minutes` of training (0: only then), and the random states for an exact resume."""
+    checkpoints = BestAndLastCheckpoint(root_dir)
+    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), RNGState()]
 
 
 class ValidationMeshImages(Callback):

@@ -4,6 +4,7 @@ test/predict on `evaluation`. Constructor arguments are plain types so Lightning
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import cv2
 import pytorch_lightning as pl
@@ -109,6 +110,10 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
     parallelism, and OpenCV's own thread pool in each would only compete with them (4-7% of the loader's CPU time per
     image, measured on 2 cores). It is set here, before they fork, and not in them: `cv2.setNumThreads` in a forked
     worker hangs when this process had already started OpenCV's threads.
+
+    Workers ignore SIGINT and SIGTERM (`ignore_stop_signals`): a Ctrl+C or a `kill` sent to the whole process group
+    is this process's to handle (training saves last.ckpt at the next batch boundary); the workers end when it shuts
+    them down or exits.
     """
     if num_workers > 0:
         cv2.setNumThreads(1)
@@ -122,4 +127,11 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed) if seed is not None else None,
         collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
+        worker_init_fn=ignore_stop_signals,
     )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker_init_fn: SIGINT and SIGTERM ignored, so that only the main process reacts to them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -39,7 +39,7 @@ def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: in
     """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
     loader = freihand_loader(dataset, batch_size, num_workers)  # in order, as validation reads it
     keypoints, vertices = [], []
-    for batch in tqdm(loader, desc="predict", unit="batch"):
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=None):  # no bar when stderr is not a terminal
         prediction = predictor.predict_images(batch["image"], batch["K"])
         keypoints.append(prediction.keypoints_3d)
         vertices.append(prediction.vertices)

@@ -111,9 +111,9 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
     image, measured on 2 cores). It is set here, before they fork, and not in them: `cv2.setNumThreads` in a forked
     worker hangs when this process had already started OpenCV's threads.
 
-    Workers ignore SIGINT and SIGTERM (`ignore_stop_signals`): a Ctrl+C or a `kill` sent to the whole process group
-    is this process's to handle (training saves last.ckpt at the next batch boundary); the workers end when it shuts
-    them down or exits.
+    Workers ignore SIGINT (`ignore_sigint`): a Ctrl+C reaches the terminal's whole process group, and it is this
+    process's to handle (training finishes its batch and saves last.ckpt), not a reason for the workers to quit under
+    it. SIGTERM keeps its default: multiprocessing ends leftover workers with it when this process exits.
     """
     if num_workers > 0:
         cv2.setNumThreads(1)
@@ -127,11 +127,10 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed) if seed is not None else None,
         collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=ignore_sigint,
     )
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker_init_fn: SIGINT and SIGTERM ignored, so that only the main process reacts to them."""
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker_init_fn: SIGINT (Ctrl+C) ignored, so that only the main process reacts to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -112,14 +112,16 @@ class InterruptCheckpoint(Callback):
     """`<root>/checkpoints/last.ckpt` of the current step when `fit` is stopped by SIGTERM or SIGINT (Ctrl+C), and
     every `every_minutes` of training (0: never), so that a run killed outright (SIGKILL) loses at most that much.
 
-    SIGTERM is Lightning's: its handler sets `trainer.received_sigterm` and the loops stop at the next batch boundary
-    with a `SIGTERMException` (with DDP, rank 0's flag is broadcast at every batch, so all ranks stop at the same one).
-    From the sanity check or the training start on, a first SIGINT asks for the same stop: this callback's handler
-    calls the SIGTERM handler (Lightning's, chained to any earlier one); a second SIGINT interrupts at once through
-    the handler that was there before. On the stop every rank calls `trainer.save_checkpoint` (rank 0 writes, through
-    the strategy's CheckpointIO: atomically with `AtomicCheckpointIO`), rank 0 prints where the file is, and the
-    exception's exit status becomes 128 + the signal: 143 for SIGTERM, 130 for SIGINT. Nothing is written before
-    training starts (by then a resumed run has been restored), nor in fast_dev_run runs.
+    From the sanity check on, this callback's handlers take SIGTERM and SIGINT: they note the signal, and the batch
+    under way finishes. At the end of each training batch the ranks agree (one all-reduce with DDP: any rank's signal
+    or due time counts for all), all take part in `trainer.save_checkpoint` (rank 0 writes, through the strategy's
+    CheckpointIO: atomically with `AtomicCheckpointIO`), and on a signal the callback raises Lightning's
+    `SIGTERMException` with exit status 128 + the signal (143 SIGTERM, 130 SIGINT); rank 0 prints where the file is.
+    A second SIGINT interrupts at once (the handler that was there before: KeyboardInterrupt).
+    Single-process, a SIGTERM also goes on to the handler it replaced (Lightning's, which chains to any earlier one and
+    stops validation at its next batch). Under DDP it does not: Lightning 2.6's handler broadcasts from inside the
+    signal handler, which collides with the collective the rank is in (gloo: "collective mismatch", the run crashes).
+    The handlers are put back when training ends or fails; SIGUSR1 (SLURM auto-requeue) is left to Lightning.
     """
 
     def __init__(self, dirpath: str | Path, every_minutes: float = 30.0):
@@ -127,34 +129,38 @@ class InterruptCheckpoint(Callback):
             raise ValueError(f"every_minutes is {every_minutes}, expected >= 0 (0: only when interrupted)")
         self.path = Path(dirpath) / LAST_NAME
         self.every_minutes = every_minutes
-        self._signal: int | None = None  # SIGINT once asked to stop by one
-        self._installed = False  # our SIGINT handler is in place
-        self._previous_sigint = signal.SIG_DFL  # the SIGINT handler before ours
-        self._is_global_zero = True
+        self._signal: int | None = None  # the first SIGTERM / SIGINT received
+        self._previous: dict[int, object] = {}  # signal -> the handler ours replaced, while ours are installed
+        self._chain_sigterm = True  # single process: SIGTERM goes on to the previous handler
         self._training = False  # training has started: the state is this run's (restored, if resuming)
         self._last_save = 0.0  # time.monotonic() at the training start or the last periodic save
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install_sigint(trainer)
+        self._install(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install_sigint(trainer)
+        self._install(trainer)
         self._training = not trainer.fast_dev_run
         self._last_save = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        if not self._training or self.every_minutes <= 0:
+        if not self._training:
             return
-        due = time.monotonic() - self._last_save >= 60.0 * self.every_minutes
-        if trainer.world_size > 1:
-            due = trainer.strategy.broadcast(due)  # rank 0's clock decides: every rank must take part in the save
+        due = self.every_minutes > 0 and time.monotonic() - self._last_save >= 60.0 * self.every_minutes
+        stop, due = self._agree(trainer, self._signal is not None, due)
+        if stop:
+            raise SIGTERMException  # on_exception saves last.ckpt and sets the exit status
         if due:
             trainer.save_checkpoint(self.path)
             self._last_save = time.monotonic()
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._training and self._agree(trainer, self._signal is not None, False)[0]:
+            raise SIGTERMException  # a signal after the last batch (e.g. in the last validation): still a stop
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
+        self._restore()
         if not isinstance(exception, SIGTERMException):
             return
         signum = self._signal or signal.SIGTERM
@@ -164,43 +170,56 @@ class InterruptCheckpoint(Callback):
             outcome = (f"saved step {trainer.global_step} to {self.path}; run the same command with "
                        "`--ckpt_path last` to continue from there.")
         else:
-            outcome = "no training step had started, so no checkpoint was written."
+            outcome = "training had not started, so no checkpoint was written."
         if trainer.is_global_zero:
             print(f"handmesh: stopped by {signal.Signals(signum).name}: {outcome}", file=sys.stderr, flush=True)
         self._training = False
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._restore_sigint()
+        self._restore()
         self._training = False
 
-    def _install_sigint(self, trainer: pl.Trainer) -> None:
-        if self._installed or threading.current_thread() is not threading.main_thread():
-            return  # signal handlers run in the main thread only
+    @staticmethod
+    def _agree(trainer: pl.Trainer, stop: bool, due: bool) -> tuple[bool, bool]:
+        """(stop, due) for all ranks: true where any rank's is."""
+        if trainer.world_size == 1:
+            return stop, due
+        flags = torch.tensor([stop, due], dtype=torch.int32, device=trainer.strategy.root_device)
+        stop, due = trainer.strategy.reduce(flags, reduce_op="max").tolist()
+        return bool(stop), bool(due)
+
+    def _install(self, trainer: pl.Trainer) -> None:
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return  # installed already, or not in the main thread (where Python runs signal handlers)
         self._signal = None
         self._is_global_zero = trainer.is_global_zero
-        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-        self._installed = True
+        self._chain_sigterm = trainer.world_size == 1
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
 
-    def _restore_sigint(self) -> None:
-        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
-            signal.signal(signal.SIGINT, self._previous_sigint if self._previous_sigint is not None else signal.SIG_DFL)
-        self._installed = False
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
-    def _on_sigint(self, signum: int, frame) -> None:
-        previous = self._previous_sigint
-        stop = signal.getsignal(signal.SIGTERM)
-        if self._signal is not None or not callable(stop):  # a second Ctrl+C (or no SIGTERM handler): stop at once
-            self._restore_sigint()
+    def _on_signal(self, signum: int, frame) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT and self._signal is not None:  # a second Ctrl+C: stop at once
+            self._restore()
             if callable(previous):
                 previous(signum, frame)
             elif previous != signal.SIG_IGN:
                 raise KeyboardInterrupt
             return
-        self._signal = signal.SIGINT
-        if self._is_global_zero:
-            print("\nhandmesh: SIGINT: stopping after this batch and saving last.ckpt (once more to stop at once)",
-                  file=sys.stderr, flush=True)
-        stop(signal.SIGTERM, frame)  # Lightning's flag (and its DDP launcher's forwarding) as for a SIGTERM
+        if self._signal is None:
+            self._signal = signum
+            if self._is_global_zero:
+                print(f"\nhandmesh: {signal.Signals(signum).name}: stopping after this batch and saving last.ckpt"
+                      f"{' (Ctrl+C again to stop at once)' if signum == signal.SIGINT else ''}",
+                      file=sys.stderr, flush=True)
+        if signum == signal.SIGTERM and self._chain_sigterm and callable(previous):
+            previous(signum, frame)
 
 
 def default_callbacks(root_dir: str | Path, last_every_minutes: float = 30.0) -> list[Callback]:

@@ -133,3 +133,14 @@ def test_negative_period_exits_2(root, tmp_path, capsys):
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.fast_dev_run", "1"])
     assert code == 2
     assert "--last_every_minutes is -1.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_0_of_a_ddp_run_stops_every_rank_at_the_same_step(root, tmp_path):
+    """DDP with 2 CPU processes (gloo), the signal to rank 0 only: the ranks agree, rank 0 writes last.ckpt."""
+    run = tmp_path / "run"
+    stopped = _fit(root, run, "--data.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                   callbacks=_signal_at(3, signal.SIGTERM))
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert _global_step(run / "checkpoints" / "last.ckpt") == 4
+    assert stopped.stderr.count("handmesh: stopped by SIGTERM: saved step 4") == 1  # rank 0 says it, once

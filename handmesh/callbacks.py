@@ -29,6 +29,7 @@ from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_m
 
 MONITOR = "val/pa_mpjpe_mm"  # the best checkpoint has the lowest validation PA-MPJPE
 LAST_NAME = "last.ckpt"  # what `--ckpt_path last` finds in the checkpoint folder
+LAST_EVERY_MINUTES = 30.0  # how often training refreshes last.ckpt by default (bounds what a SIGKILL loses)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -124,7 +125,7 @@ class InterruptCheckpoint(Callback):
     The handlers are put back when training ends or fails; SIGUSR1 (SLURM auto-requeue) is left to Lightning.
     """
 
-    def __init__(self, dirpath: str | Path, every_minutes: float = 30.0):
+    def __init__(self, dirpath: str | Path, every_minutes: float = LAST_EVERY_MINUTES):
         if every_minutes < 0:
             raise ValueError(f"every_minutes is {every_minutes}, expected >= 0 (0: only when interrupted)")
         self.path = Path(dirpath) / LAST_NAME
@@ -222,7 +223,7 @@ class InterruptCheckpoint(Callback):
             previous(signum, frame)
 
 
-def default_callbacks(root_dir: str | Path, last_every_minutes: float = 30.0) -> list[Callback]:
+def default_callbacks(root_dir: str | Path, last_every_minutes: float = LAST_EVERY_MINUTES) -> list[Callback]:
     """Best and last checkpoints in `<root_dir>/checkpoints/`, last.ckpt also on SIGTERM / SIGINT and every
     `last_every_minutes` of training (0: only then), and the random states for an exact resume."""
     checkpoints = BestAndLastCheckpoint(root_dir)

@@ -21,14 +21,13 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from handmesh.callbacks import AtomicCheckpointIO, default_callbacks
+from handmesh.callbacks import LAST_EVERY_MINUTES, AtomicCheckpointIO, default_callbacks
 from handmesh.checkpoints import metadata, read_checkpoint
-from handmesh.errors import HandmeshError
 from handmesh.data.datamodule import FreiHANDDataModule
+from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
 
 ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nested options
-LAST_EVERY_MINUTES = 30.0  # default refresh period of last.ckpt during training
 
 
 class HandmeshCLI(LightningCLI):

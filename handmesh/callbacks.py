@@ -166,6 +166,8 @@ class InterruptCheckpoint(Callback):
             return
         signum = self._signal or signal.SIGTERM
         exception.code = 128 + signum
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # validate / test: nothing to save
         if self._training:
             trainer.save_checkpoint(self.path)
             outcome = (f"saved step {trainer.global_step} to {self.path}; run the same command with "

@@ -41,6 +41,18 @@ class SignalAt(pl.Callback):
                 os.kill(os.getpid(), self.signum)
 
 
+class SignalInValidation(pl.Callback):
+    """Sends SIGTERM to this process when the first validation batch after the sanity check starts."""
+
+    def __init__(self):
+        self.sent = False
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class FirstStep(pl.Callback):
     """Writes the global step the first training batch starts at to `path`."""
 
@@ -144,3 +156,20 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_every_rank_at_the_same_step(root, 
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert _global_step(run / "checkpoints" / "last.ckpt") == 4
     assert stopped.stderr.count("handmesh: stopped by SIGTERM: saved step 4") == 1  # rank 0 says it, once
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_mid_epoch_validation(root, tmp_path):
+    """Validation after step 3 of 14 (batch 2, 2 validation batches): the run stops there and resumes at step 3."""
+    run = tmp_path / "run"
+    interval = ["--data.batch_size", "2", "--trainer.val_check_interval", "3", "--trainer.check_val_every_n_epoch",
+                "null"]
+    stopped = _fit(root, run, *interval, callbacks='[{"class_path": "test_interrupts.SignalInValidation"}]')
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert _global_step(last) == 3
+    first = tmp_path / "first_step.txt"
+    callbacks = f'[{{"class_path": "test_interrupts.FirstStep", "init_args": {{"path": "{first}"}}}}]'
+    resumed = _fit(root, run, *interval, "--ckpt_path", "last", callbacks=callbacks)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert first.read_text() == "3" and _global_step(last) == 10

@@ -39,6 +39,8 @@ def message(error: BaseException) -> str:
     if not _WORKER_RERAISE.match(text):
         return text
     kind = type(error)
-    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):  # as `traceback` names the class
+        name = f"{kind.__module__}.{name}"
     _, found, original = text.rpartition(f"\n{name}: ")  # the last exception of the traceback is the one re-raised
     return original.strip() if found else text

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_synth import tiny_synthetic_set
 
 from handmesh.cli import main
-from tiny_synth import tiny_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,8 @@ def checkpoint(root, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
                  "--data.num_workers", "0", "--model.input_size", "64", "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
-                 "--trainer.callbacks", "[]"])
+                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run), "--trainer.logger",
+                 "false", "--trainer.callbacks", "[]"])
     assert code == 0
     return run / "checkpoints" / "last.ckpt"
 
@@ -56,8 +56,8 @@ def test_images_and_K_are_enough_and_ground_truth_is_ignored(root, checkpoint, t
 def test_missing_K_is_a_clear_error(root, checkpoint, tmp_path, capsys):
     bare = _evaluation_only(root, tmp_path / "bare")
     (bare / "evaluation_K.json").unlink()
-    code = main(["predict", "--checkpoint", str(checkpoint), "--data.root", str(bare), "--out", str(tmp_path / "p.json"),
-                 "--num-workers", "0"])
+    code = main(["predict", "--checkpoint", str(checkpoint), "--data.root", str(bare), "--out",
+                 str(tmp_path / "p.json"), "--num-workers", "0"])
     assert code == 2
     assert "lacks evaluation_K.json" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()

@@ -153,7 +153,7 @@ class InterruptCheckpoint(Callback):
         if stop:
             raise SIGTERMException  # on_exception saves last.ckpt and sets the exit status
         if due:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._last_save = time.monotonic()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -169,7 +169,7 @@ class InterruptCheckpoint(Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             return  # validate / test: nothing to save
         if self._training:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             outcome = (f"saved step {trainer.global_step} to {self.path}; run the same command with "
                        "`--ckpt_path last` to continue from there.")
         else:

@@ -26,18 +26,19 @@ def root(pytestconfig, tmp_path_factory):
 
 
 class SignalAt(pl.Callback):
-    """Sends `signum` when the batch after `step` optimizer steps starts: to this process, or with `group` to its whole
-    process group (DataLoader workers included), as a Ctrl+C in a terminal does."""
+    """Sends `signum` `times` times when the batch after `step` optimizer steps starts: to this process, or with `group`
+    to its whole process group (DataLoader workers included), as a Ctrl+C in a terminal does."""
 
-    def __init__(self, step: int, signum: int, group: bool = False):
-        self.step, self.signum, self.group = step, signum, group
+    def __init__(self, step: int, signum: int, group: bool = False, times: int = 1):
+        self.step, self.signum, self.group, self.times = step, signum, group, times
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
-            if self.group:
-                os.killpg(os.getpgid(0), self.signum)
-            else:
-                os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):
+                if self.group:
+                    os.killpg(os.getpgid(0), self.signum)
+                else:
+                    os.kill(os.getpid(), self.signum)
 
 
 class SignalInValidation(pl.Callback):
@@ -76,8 +77,8 @@ def _fit(root, run_dir, *extra, workers: int = 0, callbacks: str = "[]", env: di
                           text=True, timeout=600, start_new_session=True)  # its own process group, for killpg
 
 
-def _signal_at(step: int, signum: int, group: bool = False) -> str:
-    init = f'{{"step": {step}, "signum": {int(signum)}, "group": {str(group).lower()}}}'
+def _signal_at(step: int, signum: int, group: bool = False, times: int = 1) -> str:
+    init = f'{{"step": {step}, "signum": {int(signum)}, "group": {str(group).lower()}, "times": {times}}}'
     return f'[{{"class_path": "test_interrupts.SignalAt", "init_args": {init}}}]'
 
 
@@ -110,6 +111,15 @@ def test_sigint_to_the_process_group_exits_130_with_last_ckpt(root, tmp_path):
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert _global_step(run / "checkpoints" / "last.ckpt") == 3
     assert "stopped by SIGINT" in stopped.stderr and "Traceback" not in stopped.stderr
+
+
+@pytest.mark.slow
+def test_a_second_sigint_stops_at_once_without_a_checkpoint(root, tmp_path):
+    run = tmp_path / "run"
+    stopped = _fit(root, run, callbacks=_signal_at(2, signal.SIGINT, times=2))
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert stopped.stderr.splitlines()[-1] == "handmesh fit: interrupted"
+    assert not (run / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.slow

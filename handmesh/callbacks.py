@@ -1,12 +1,17 @@
 """Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
 
-`default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, random states);
-`ValidationMeshImages` is opt-in from the YAML configs (it needs a TensorBoard logger).
+`default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, a last.ckpt when
+interrupted and every 30 minutes, random states); `ValidationMeshImages` is opt-in from the YAML configs (it needs a
+TensorBoard logger).
 """
 
 from __future__ import annotations
 
 import random
+import signal
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -17,11 +22,14 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from handmesh.checkpoints import atomic_save, metadata, read_checkpoint
 from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_mesh_opencv
 
 MONITOR = "val/pa_mpjpe_mm"  # the best checkpoint has the lowest validation PA-MPJPE
+LAST_NAME = "last.ckpt"  # what `--ckpt_path last` finds in the checkpoint folder
+LAST_EVERY_MINUTES = 30.0  # how often training refreshes last.ckpt by default (bounds what a SIGKILL loses)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -44,12 +52,14 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     Lightning 2.6 refreshes last.ckpt only when best.ckpt is saved, and writes it at the end of fast_dev_run runs;
     here last.ckpt is the latest state after every validation and at the end of training (e.g. at max_time), and
-    fast_dev_run writes nothing.
+    fast_dev_run writes nothing. The names are fixed: a run resumed from a last.ckpt that another callback wrote
+    (`InterruptCheckpoint`) overwrites it rather than starting a last-v1.ckpt.
     """
 
     def __init__(self, root_dir: str | Path):
         super().__init__(dirpath=Path(root_dir) / "checkpoints", filename="best", monitor=MONITOR, mode="min",
-                         save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False)
+                         save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False,
+                         enable_version_counter=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -99,8 +109,127 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def default_callbacks(root_dir: str | Path) -> list[Callback]:
-    return [BestAndLastCheckpoint(root_dir), RNGState()]
+class InterruptCheckpoint(Callback):
+    """`<root>/checkpoints/last.ckpt` of the current step when `fit` is stopped by SIGTERM or SIGINT (Ctrl+C), and
+    every `every_minutes` of training (0: never), so that a run killed outright (SIGKILL) loses at most that much.
+
+    From the sanity check on, this callback's handlers take SIGTERM and SIGINT: they note the signal, and the batch
+    under way finishes. At the end of each training batch the ranks agree (one all-reduce with DDP: any rank's signal
+    or due time counts for all), all take part in `trainer.save_checkpoint` (rank 0 writes, through the strategy's
+    CheckpointIO: atomically with `AtomicCheckpointIO`), and on a signal the callback raises Lightning's
+    `SIGTERMException` with exit status 128 + the signal (143 SIGTERM, 130 SIGINT); rank 0 prints where the file is.
+    A second SIGINT interrupts at once (the handler that was there before: KeyboardInterrupt).
+    Single-process, a SIGTERM also goes on to the handler it replaced (Lightning's, which chains to any earlier one and
+    stops validation at its next batch). Under DDP it does not: Lightning 2.6's handler broadcasts from inside the
+    signal handler, which collides with the collective the rank is in (gloo: "collective mismatch", the run crashes).
+    The handlers are put back when training ends or fails; SIGUSR1 (SLURM auto-requeue) is left to Lightning.
+    """
+
+    def __init__(self, dirpath: str | Path, every_minutes: float = LAST_EVERY_MINUTES):
+        if every_minutes < 0:
+            raise ValueError(f"every_minutes is {every_minutes}, expected >= 0 (0: only when interrupted)")
+        self.path = Path(dirpath) / LAST_NAME
+        self.every_minutes = every_minutes
+        self._signal: int | None = None  # the first SIGTERM / SIGINT received
+        self._previous: dict[int, object] = {}  # signal -> the handler ours replaced, while ours are installed
+        self._chain_sigterm = True  # single process: SIGTERM goes on to the previous handler
+        self._training = False  # training has started: the state is this run's (restored, if resuming)
+        self._last_save = 0.0  # time.monotonic() at the training start or the last periodic save
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(trainer)
+        self._training = not trainer.fast_dev_run
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if not self._training:
+            return
+        due = self.every_minutes > 0 and time.monotonic() - self._last_save >= 60.0 * self.every_minutes
+        stop, due = self._agree(trainer, self._signal is not None, due)
+        if stop:
+            raise SIGTERMException  # on_exception saves last.ckpt and sets the exit status
+        if due:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self._last_save = time.monotonic()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._training and self._agree(trainer, self._signal is not None, False)[0]:
+            raise SIGTERMException  # a signal after the last batch (e.g. in the last validation): still a stop
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if not isinstance(exception, SIGTERMException):
+            return
+        signum = self._signal or signal.SIGTERM
+        exception.code = 128 + signum
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # validate / test: nothing to save
+        if self._training:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            outcome = (f"saved step {trainer.global_step} to {self.path}; run the same command with "
+                       "`--ckpt_path last` to continue from there.")
+        else:
+            outcome = "training had not started, so no checkpoint was written."
+        if trainer.is_global_zero:
+            print(f"handmesh: stopped by {signal.Signals(signum).name}: {outcome}", file=sys.stderr, flush=True)
+        self._training = False
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore()
+        self._training = False
+
+    @staticmethod
+    def _agree(trainer: pl.Trainer, stop: bool, due: bool) -> tuple[bool, bool]:
+        """(stop, due) for all ranks: true where any rank's is."""
+        if trainer.world_size == 1:
+            return stop, due
+        flags = torch.tensor([stop, due], dtype=torch.int32, device=trainer.strategy.root_device)
+        stop, due = trainer.strategy.reduce(flags, reduce_op="max").tolist()
+        return bool(stop), bool(due)
+
+    def _install(self, trainer: pl.Trainer) -> None:
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return  # installed already, or not in the main thread (where Python runs signal handlers)
+        self._signal = None
+        self._is_global_zero = trainer.is_global_zero
+        self._chain_sigterm = trainer.world_size == 1
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT and self._signal is not None:  # a second Ctrl+C: stop at once
+            self._restore()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+            return
+        if self._signal is None:
+            self._signal = signum
+            if self._is_global_zero:
+                print(f"\nhandmesh: {signal.Signals(signum).name}: stopping after this batch and saving last.ckpt"
+                      f"{' (Ctrl+C again to stop at once)' if signum == signal.SIGINT else ''}",
+                      file=sys.stderr, flush=True)
+        if signum == signal.SIGTERM and self._chain_sigterm and callable(previous):
+            previous(signum, frame)
+
+
+def default_callbacks(root_dir: str | Path, last_every_minutes: float = LAST_EVERY_MINUTES) -> list[Callback]:
+    """Best and last checkpoints in `<root_dir>/checkpoints/`, last.ckpt also on SIGTERM / SIGINT and every
+    `last_every_minutes` of training (0: only then), and the random states for an exact resume."""
+    checkpoints = BestAndLastCheckpoint(root_dir)
+    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), RNGState()]
 
 
 class ValidationMeshImages(Callback):

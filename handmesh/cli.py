@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from handmesh.errors import HandmeshError
+from handmesh.errors import HandmeshError, message
 
 # name -> (module under handmesh.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(command_parser)
         return int(module.run(command_parser.parse_args(rest)) or 0)
     except HandmeshError as error:
-        print(f"handmesh {name}: error: {error}", file=sys.stderr)
+        print(f"handmesh {name}: error: {message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"handmesh {name}: interrupted", file=sys.stderr)

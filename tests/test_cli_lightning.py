@@ -3,8 +3,13 @@ clear message, and `--ckpt_path last` resumes exactly."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -16,6 +21,7 @@ from tiny_synth import tiny_synthetic_set
 
 torch.set_num_threads(2)
 QUICKSTART = "configs/quickstart.yaml"
+REPO = Path(__file__).resolve().parents[1]
 MA36 = "configs/freihand_fastvit_ma36.yaml"
 
 
@@ -119,3 +125,21 @@ def test_resume_from_last_is_exact(root, tmp_path):
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert (straight / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_corrupt_jpeg_read_by_a_worker_ends_fit_with_one_error_line(root, tmp_path):
+    """A subprocess, as users run it: Lightning's own log lines come first, then the worker's message, exit 2."""
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns("*.npy"))
+    bad = data / "training" / "rgb" / "00000005.jpg"
+    bad.write_bytes(b"not a JPEG: the download was cut here")
+    args = ["fit", "--config", QUICKSTART, *_tiny(data, tmp_path / "run"), "--data.num_workers", "2",
+            "--trainer.max_steps", "20"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "handmesh.cli", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"handmesh fit: error: image {bad} cannot be decoded as an image; expected a JPEG. Re-extract the dataset, or "
+        "pass on_bad_image='skip' to skip such images (they are counted and warned about).")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import jsonargparse
 import numpy as np
+import pytest
 import torch
 
 from handmesh.data.datamodule import FreiHANDDataModule, freihand_loader
 from handmesh.data.freihand import FreiHANDDataset
+from handmesh.errors import DataError, message
 
 from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
 
@@ -84,3 +88,18 @@ def test_built_from_yaml_like_lightning_cli(tiny_root):
     config = parser.parse_string(f"data:\n  root: {tiny_root}\n  batch_size: 3\n  input_size: 128\n  augment: false\n")
     module = parser.instantiate_classes(config).data
     assert isinstance(module, FreiHANDDataModule) and module.batch_size == 3 and module.augmentation is None
+
+
+def test_a_worker_error_keeps_its_class_and_message(tiny_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_root, root, ignore=shutil.ignore_patterns("*.npy"))
+    broken = root / "evaluation" / "rgb" / "00000001.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    loader = freihand_loader(FreiHANDDataset(root, "evaluation", input_size=64, progress=False), 1, num_workers=2)
+    with pytest.raises(DataError) as raised:
+        list(loader)
+    assert "Traceback" in str(raised.value)  # torch's re-raise: the worker's traceback around the message
+    assert message(raised.value) == (f"image {broken} cannot be decoded as an image; expected a JPEG. Re-extract the "
+                                     "dataset, or pass on_bad_image='skip' to skip such images (they are counted and "
+                                     "warned about).")
+    assert message(DataError("plain\nmessage")) == "plain\nmessage"

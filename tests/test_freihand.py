@@ -15,6 +15,7 @@ import torch
 
 from handmesh.data.annotations import cache_path, load_annotation
 from handmesh.data.freihand import FreiHANDDataset, mask_path, validation_ids
+from handmesh.data.transforms import Augmentation
 from handmesh.errors import DataError
 
 from conftest import TINY_EVAL as N_EVAL, TINY_TRAIN as N_TRAIN
@@ -177,3 +178,22 @@ def test_unreadable_jpeg_raises_with_its_path_or_is_skipped(copy):
     assert int(item["index"]) == 3 and skipping.skipped == [str(broken)]
     with pytest.raises(DataError, match="on_bad_image"):
         FreiHANDDataset(copy, on_bad_image="ignore", progress=False)
+
+
+def test_without_labels_only_images_and_K_are_read(copy, tiny_root):
+    for name in ("evaluation_xyz.json", "evaluation_verts.json", "evaluation_mano.json"):
+        (copy / name).write_bytes(b"[[[broken")  # ground truth, present or not, is never read
+    bare = FreiHANDDataset(copy, "evaluation", input_size=64, labels=False, progress=False)
+    full = FreiHANDDataset(tiny_root, "evaluation", input_size=64, progress=False)
+    assert set(bare.arrays) == {"K"} and len(bare) == len(full) == N_EVAL
+    for position in range(N_EVAL):
+        a, b = bare[position], full[position]
+        assert set(a) == set(b) and not a["has_mano"] and a["index"] == b["index"]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["K"], b["K"])
+        assert all(a[key].isnan().all() for key in ("keypoints_3d", "keypoints_2d", "vertices"))
+        assert not a["mano_pose"].any() and not a["mano_shape"].any()
+    (copy / "evaluation_K.json").unlink()
+    with pytest.raises(DataError, match="lacks evaluation_K.json"):
+        FreiHANDDataset(copy, "evaluation", labels=False, progress=False)
+    with pytest.raises(DataError, match="augment needs the labels"):
+        FreiHANDDataset(tiny_root, labels=False, augment=Augmentation(), progress=False)

@@ -5,20 +5,26 @@
     handmesh validate --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/best.ckpt
     handmesh fit --config configs/freihand_fastvit_ma36.yaml --trainer.devices 8 --trainer.num_nodes 2   # DDP
 
-Every run gets `<trainer.default_root_dir>/checkpoints/{best,last}.ckpt`, written atomically.
+Every run gets `<trainer.default_root_dir>/checkpoints/{best,last}.ckpt`, written atomically. `fit` stopped by SIGTERM
+or Ctrl+C (SIGINT) saves last.ckpt of the step it reached and exits with 143 / 130; last.ckpt is also refreshed every
+`--last_every_minutes` (default 30, 0: off) of training, so a SIGKILL loses at most that much.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 import warnings
 from pathlib import Path
 
-from pytorch_lightning.cli import LightningCLI
 from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from handmesh.callbacks import AtomicCheckpointIO, default_callbacks
+from handmesh.callbacks import LAST_EVERY_MINUTES, AtomicCheckpointIO, default_callbacks
 from handmesh.checkpoints import metadata, read_checkpoint
 from handmesh.data.datamodule import FreiHANDDataModule
+from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
 
 ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nested options
@@ -27,6 +33,9 @@ ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nes
 class HandmeshCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.input_size", "data.input_size")  # one crop size for data and network
+        parser.add_argument("--last_every_minutes", type=float, default=LAST_EVERY_MINUTES,
+                            help="save checkpoints/last.ckpt every this many minutes of training (0: only at "
+                                 "validation, at the end and when stopped by SIGTERM / SIGINT)")
 
     def _parse_ckpt_path(self) -> None:
         """Check a checkpoint file before LightningCLI reads its hyper-parameters, so a corrupt or foreign file is a
@@ -41,8 +50,11 @@ class HandmeshCLI(LightningCLI):
             self.config[subcommand].model.pretrained = None
 
     def before_instantiate_classes(self) -> None:
-        trainer = self.config[self.subcommand].trainer
-        self.trainer_defaults["callbacks"] = default_callbacks(trainer.default_root_dir or ".")
+        config = self.config[self.subcommand]
+        minutes = config.get("last_every_minutes", LAST_EVERY_MINUTES)
+        if minutes < 0:
+            raise HandmeshError(f"--last_every_minutes is {minutes}, expected minutes >= 0 (0: no periodic save).")
+        self.trainer_defaults["callbacks"] = default_callbacks(config.trainer.default_root_dir or ".", minutes)
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -77,6 +89,11 @@ def run_lightning(name: str, argv: list[str]) -> int:
                 parser_kwargs={"prog": "handmesh", "description": "Train and evaluate the hand mesh model."},
                 auto_configure_optimizers=False,
             )
+        except SIGTERMException as stop:  # InterruptCheckpoint sets 128 + the signal and says where last.ckpt is
+            return stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM
         except SystemExit as stop:  # argument errors (status 2) and --help / --print_config (status 0)
+            if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's exit(1) after Ctrl+C outside training
+                print(f"handmesh {name}: interrupted", file=sys.stderr)
+                return 128 + signal.SIGINT
             return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
     return 0

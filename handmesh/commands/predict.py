@@ -4,7 +4,8 @@
         --out pred.json
 
 Each evaluation image is read whole and resized to the network's input size (as in training); the root position comes
-from the predicted weak-perspective camera and the crop's K. Score the file with `handmesh evaluate`.
+from the predicted weak-perspective camera and the crop's K. Only `evaluation/rgb/` and `evaluation_K.json` are read
+(ground truth, when the folder has it, is ignored). Score the file with `handmesh evaluate`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: in
     """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
     loader = freihand_loader(dataset, batch_size, num_workers)  # in order, as validation reads it
     keypoints, vertices = [], []
-    for batch in tqdm(loader, desc="predict", unit="batch"):
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=None):  # no bar when stderr is not a terminal
         prediction = predictor.predict_images(batch["image"], batch["K"])
         keypoints.append(prediction.keypoints_3d)
         vertices.append(prediction.vertices)
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                             ">= 1 and a worker count >= 0.")
     predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
     print(predictor.description)
-    dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None)
+    dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None,
+                              labels=False)  # images and evaluation_K.json, as the official pred.py reads them
     keypoints, vertices = predict_split(predictor, dataset, args.batch_size, args.num_workers)
     write_pred_json(args.out, keypoints, vertices)
     print(f"wrote {args.out}: {len(keypoints)} predictions (keypoints and vertices, metres, camera frame)")

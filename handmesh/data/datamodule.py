@@ -4,6 +4,7 @@ test/predict on `evaluation`. Constructor arguments are plain types so Lightning
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import cv2
 import pytorch_lightning as pl
@@ -109,6 +110,10 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
     parallelism, and OpenCV's own thread pool in each would only compete with them (4-7% of the loader's CPU time per
     image, measured on 2 cores). It is set here, before they fork, and not in them: `cv2.setNumThreads` in a forked
     worker hangs when this process had already started OpenCV's threads.
+
+    Workers ignore SIGINT (`ignore_sigint`): a Ctrl+C reaches the terminal's whole process group, and it is this
+    process's to handle (training finishes its batch and saves last.ckpt), not a reason for the workers to quit under
+    it. SIGTERM keeps its default: multiprocessing ends leftover workers with it when this process exits.
     """
     if num_workers > 0:
         cv2.setNumThreads(1)
@@ -122,4 +127,10 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed) if seed is not None else None,
         collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
+        worker_init_fn=ignore_sigint,
     )
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker_init_fn: SIGINT (Ctrl+C) ignored, so that only the main process reacts to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

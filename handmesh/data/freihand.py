@@ -45,6 +45,7 @@ VAL_SPLIT_SEED = 20240101  # fixes which unique samples are held out for validat
 NUM_MANO_VALUES = NUM_POSE_PARAMS + NUM_BETAS + 3  # 48 pose, 10 shape, uv_root (2), scale (1)
 ENTRY_SHAPES = {"K": (3, 3), "xyz": (NUM_KEYPOINTS, 3), "verts": (NUM_VERTICES, 3), "mano": (NUM_MANO_VALUES,)}
 REQUIRED = ("K", "xyz", "verts")  # `mano` is optional: without it items have has_mano False and zero parameters
+IMAGE_ONLY = ("K",)  # what cropping an image needs: a split read with labels=False (e.g. for predictions)
 _MAX_SKIPS = 20  # consecutive unreadable images tolerated in "skip" mode before giving up
 _PCG_INCREMENT = 0xDA3E39CB94B95BDB  # odd constant picking the PCG64 stream; each item's state comes from torch
 
@@ -95,9 +96,10 @@ def _count_images(rgb_dir: Path) -> int:
         return sum(1 for entry in entries if entry.name.endswith(".jpg"))
 
 
-def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = None, progress: bool = True
-               ) -> tuple[SplitFiles, dict[str, np.ndarray]]:
-    """Checks the layout of one split and loads its annotations (memory-mapped). Raises DataError on any mismatch."""
+def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+               labels: bool = True) -> tuple[SplitFiles, dict[str, np.ndarray]]:
+    """Checks the layout of one split and loads its annotations (memory-mapped). Raises DataError on any mismatch.
+    labels=False: only `<split>_K.json` is needed and read; ground-truth files are ignored, present or not."""
     root = Path(root)
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {SPLITS}.")
@@ -112,14 +114,16 @@ def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike
             f"no image folder {rgb_dir}: expected FreiHAND's {split}/rgb/ with %08d.jpg images under {root}. "
             "Is ROOT the FreiHAND_pub_v2 folder itself (not its parent)?"
         )
-    jsons = {key: root / f"{split}_{key}.json" for key in ENTRY_SHAPES}
-    missing = [path.name for key, path in jsons.items() if key in REQUIRED and not path.is_file()]
+    required = REQUIRED if labels else IMAGE_ONLY
+    jsons = {key: root / f"{split}_{key}.json" for key in (ENTRY_SHAPES if labels else IMAGE_ONLY)}
+    missing = [path.name for key, path in jsons.items() if key in required and not path.is_file()]
     if missing:
         raise DataError(
-            f"{root} lacks {', '.join(missing)}: expected FreiHAND's annotation files next to {split}/. "
+            f"{root} lacks {', '.join(missing)}: expected FreiHAND's annotation files next to {split}/"
+            f"{'' if labels else ' (the camera intrinsics: predictions need them with the images)'}. "
             "Unpack FreiHAND_pub_v2 completely (or regenerate the synthetic set)."
         )
-    jsons = {key: path for key, path in jsons.items() if key in REQUIRED or path.is_file()}
+    jsons = {key: path for key, path in jsons.items() if key in required or path.is_file()}
     arrays = {key: load_annotation(path, ENTRY_SHAPES[key], cache_dir, progress) for key, path in jsons.items()}
     counts = {jsons[key].name: len(array) for key, array in arrays.items()}
     if len(set(counts.values())) != 1:
@@ -127,7 +131,7 @@ def find_split(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike
             f"annotation files of {root} disagree on the number of samples: {counts}; expected one entry per unique "
             "sample in each. A file may be truncated or from another release: re-download or regenerate them."
         )
-    num_unique = len(arrays["xyz"])
+    num_unique = len(arrays["K"])
     num_images = _count_images(rgb_dir)
     if num_images == 0 or num_images % num_unique or (split == "evaluation" and num_images != num_unique):
         expected = f"{num_unique}" if split == "evaluation" else f"a multiple of {num_unique} (one per version)"
@@ -146,6 +150,8 @@ class FreiHANDDataset(Dataset):
     keypoints_3d (21, 3); keypoints_2d (21, 2) = keypoints_3d projected with K; vertices (778, 3); mano_pose (48,)
     axis-angle relative to hands_mean; mano_shape (10,). Plain Python scalars (collated into (B,) bool / long
     tensors): has_mano, sample_id (i % N), version (i // N), index (the image's file number i).
+    With labels=False only the images and `<split>_K.json` are read (what predictions need): keypoints_3d,
+    keypoints_2d and vertices are NaN, mano_pose and mano_shape zero, has_mano False.
     A DataLoader's batch is built in one block of memory (`__getitems__`); give the DataLoader
     `collate_fn=handmesh.data.batch.collate_items` to hand that block over whole (the same batch dict, ~4x less
     hand-over work than `default_collate`'s 11 tensors).
@@ -166,6 +172,7 @@ class FreiHANDDataset(Dataset):
         cache_dir: str | os.PathLike | None = None,
         on_bad_image: str = "raise",
         progress: bool = True,
+        labels: bool = True,
     ):
         if subset not in SUBSETS:
             raise DataError(f"subset {subset!r} is not one of {SUBSETS}.")
@@ -173,6 +180,8 @@ class FreiHANDDataset(Dataset):
             raise DataError(f"subset {subset!r} splits the training set; the {split} split only has subset 'all'.")
         if on_bad_image not in BAD_IMAGE_MODES:
             raise DataError(f"on_bad_image is {on_bad_image!r}, expected one of {BAD_IMAGE_MODES}.")
+        if augment is not None and not labels:
+            raise DataError("augment needs the labels (the occluder is placed on the hand); pass labels=True.")
         if int(input_size) < 16:
             raise DataError(f"input_size is {input_size}, expected a crop side of at least 16 pixels (e.g. 224).")
         self.root = Path(root)
@@ -181,7 +190,7 @@ class FreiHANDDataset(Dataset):
         self.subset = subset
         self.augment = augment
         self.on_bad_image = on_bad_image
-        self.files, arrays = find_split(self.root, split, cache_dir, progress)
+        self.files, arrays = find_split(self.root, split, cache_dir, progress, labels)
         self.cache_dir = cache_dir
         self._arrays: dict[str, np.ndarray] | None = {key: array.view(np.ndarray) for key, array in arrays.items()}
         self.num_unique = self.files.num_unique
@@ -320,10 +329,14 @@ class FreiHANDDataset(Dataset):
         rotations = np.stack([geometry.rotation for _, geometry in made])  # (B, 3, 3) R_z
         Ks = np.stack([geometry.K for _, geometry in made])  # (B, 3, 3) crop intrinsics, float64
         batch["K"][:] = Ks
-        keypoints_3d = rotate_points(self.arrays["xyz"][sample_ids], rotations)  # (B, 21, 3) m
-        batch["keypoints_3d"][:] = keypoints_3d
-        batch["keypoints_2d"][:] = project(keypoints_3d, Ks)  # (B, 21, 2) px
-        batch["vertices"][:] = rotate_points(self.arrays["verts"][sample_ids], rotations)  # (B, 778, 3) m
+        if "xyz" in self.arrays:
+            keypoints_3d = rotate_points(self.arrays["xyz"][sample_ids], rotations)  # (B, 21, 3) m
+            batch["keypoints_3d"][:] = keypoints_3d
+            batch["keypoints_2d"][:] = project(keypoints_3d, Ks)  # (B, 21, 2) px
+            batch["vertices"][:] = rotate_points(self.arrays["verts"][sample_ids], rotations)  # (B, 778, 3) m
+        else:  # labels=False
+            for key in ("keypoints_3d", "keypoints_2d", "vertices"):
+                batch[key][:] = np.nan
         has_mano = "mano" in self.arrays
         if has_mano:
             mano = self.arrays["mano"][sample_ids]  # (B, 61)

@@ -26,7 +26,7 @@ from handmesh.commands.lightning import run_lightning
 from handmesh.commands.predict import predict_split
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.data.synth import ViewRange, synthesize
-from handmesh.errors import HandmeshError
+from handmesh.errors import HandmeshError, message
 from handmesh.inference import Predictor
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.overlays import write_overlays
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {model_path}, {args.out / 'scores.json'}, {args.out / 'mean_pose_scores.json'}, "
               f"{args.out / 'pred.json'} and {len(written)} overlays in {args.out / 'overlays'}")
     except HandmeshError as error:
-        print(f"quickstart: error: {error}", file=sys.stderr)
+        print(f"quickstart: error: {message(error)}", file=sys.stderr)
         return 2
     return 0
 

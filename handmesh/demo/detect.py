@@ -1,4 +1,5 @@
-"""Finding hands in a frame: MediaPipe Hands when installed, else a box tracked from the model's own keypoints.
+"""Finding hands in a frame: MediaPipe Hands (a dependency where its wheels exist), else a box tracked from the model's
+own keypoints.
 
 Handedness: `mediapipe.solutions.hands` labels hands as if the image were a mirrored selfie, i.e. its label is the
 handedness of the hand in the *horizontally flipped* image. We never mirror the frames we process (the 3D outputs
@@ -20,6 +21,7 @@ from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
 from handmesh.errors import HandmeshError
 
 DETECTORS = ("auto", "mediapipe", "tracker")
+REINSTALL = "reinstall it: pip install --force-reinstall mediapipe==0.10.14"
 START_BOX_FRACTION = 0.6  # the tracker's starting box: this share of min(W, H), centred
 MIN_BOX_FRACTION = 0.08  # a tracked box smaller than this share of min(W, H) is lost: back to the start box
 MAX_BOX_FRACTION = 1.5  # ... and one larger than this share of max(W, H)
@@ -79,15 +81,17 @@ class MediaPipeDetector:
         warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)  # protobuf 4
         try:
             from mediapipe.python.solutions import hands
-        except ImportError as error:
+
+            self._hands = hands.Hands(
+                static_image_mode=not video, max_num_hands=max_hands, model_complexity=1,
+                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
+            )
+        except Exception as error:  # noqa: BLE001 - ImportError, or a broken install (a model file missing, ...)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise HandmeshError(
-                f"mediapipe could not be imported ({error}); expected mediapipe==0.10.14 "
-                "(`pip install 'handmesh[mediapipe]'`), or use --detector tracker"
+                f"mediapipe did not load ({type(error).__name__}: {first[:200]}); expected mediapipe==0.10.14 with its "
+                f"models ({REINSTALL}), or use --detector tracker"
             ) from None
-        self._hands = hands.Hands(
-            static_image_mode=not video, max_num_hands=max_hands, model_complexity=1,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
-        )
         self.box_scale = box_scale
         self._matcher = TrackMatcher()
 
@@ -164,8 +168,8 @@ def make_detector(kind: str, width: int, height: int, max_hands: int | None, lef
         raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
     if kind == "mediapipe" and not mediapipe_available():
         raise HandmeshError(
-            "--detector mediapipe needs mediapipe, which is not installed: run `pip install 'handmesh[mediapipe]'` "
-            "(mediapipe==0.10.14), or use --detector tracker"
+            "--detector mediapipe needs mediapipe, which is not installed (it has wheels for CPython 3.9-3.12 on "
+            "x86_64 and arm64): run `pip install mediapipe==0.10.14`, or use --detector tracker"
         )
     if kind == "mediapipe" or (kind == "auto" and mediapipe_available()):
         try:
@@ -173,10 +177,10 @@ def make_detector(kind: str, width: int, height: int, max_hands: int | None, lef
         except HandmeshError as error:
             if kind == "mediapipe":
                 raise
-            notify(f"detector: the box tracker, because {error}")
+            notify(f"warning: detector: falling back to the box tracker: {error}")
     if max_hands not in (None, 1):
         raise HandmeshError(
             f"--max-hands {max_hands} with the box tracker: it follows one hand; expected --max-hands 1, "
-            "or install mediapipe (`pip install 'handmesh[mediapipe]'`) for several hands"
+            "or use mediapipe (--detector mediapipe, mediapipe==0.10.14) for several hands"
         )
     return BoxTracker(width, height, is_left=left_hand)

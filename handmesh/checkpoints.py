@@ -13,6 +13,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import torch
 
@@ -26,21 +27,31 @@ MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.mode
 _WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
 
 
-def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash never
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """write(file) into a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash never
     leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
+    """torch.save, atomically (`atomic_write`)."""
+    atomic_write(path, lambda file: torch.save(checkpoint, file))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text, atomically (`atomic_write`)."""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -134,12 +134,16 @@ def _require(module: str, purpose: str, extra: str):
                             f"Install it with: pip install '{extra}'") from None
 
 
-def onnx_session(path: str | os.PathLike, threads: int = 2, optimize: bool = True):
-    """An ONNX Runtime CPU session with `threads` intra-op threads and all graph optimisations (or none)."""
+def onnx_session(path: str | os.PathLike, threads: int = 2, optimize: bool = True, spin: bool = True):
+    """An ONNX Runtime CPU session with `threads` intra-op threads and all graph optimisations (or none).
+
+    spin False: idle worker threads sleep instead of spinning, leaving the cores to other stages (the demo)."""
     ort = _require("onnxruntime", "running an ONNX model", "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

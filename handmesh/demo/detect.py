@@ -37,6 +37,14 @@ class Detection:
     track_id: int = 0
 
 
+def plausible_box(box: Box, width: int, height: int) -> bool:
+    """A followed hand's next box: finite, centred inside the frame, between MIN and MAX_BOX_FRACTION of its size."""
+    if not np.isfinite(box.as_array()).all():
+        return False
+    inside = 0 <= box.cx < width and 0 <= box.cy < height
+    return bool(inside and MIN_BOX_FRACTION * min(width, height) <= box.size <= MAX_BOX_FRACTION * max(width, height))
+
+
 def mediapipe_available() -> bool:
     return importlib.util.find_spec("mediapipe") is not None
 
@@ -53,8 +61,10 @@ class TrackMatcher:
         self._previous: list[Detection] = []
         self._next_id = 0
 
-    def assign(self, detections: list[Detection]) -> list[Detection]:
-        free = list(self._previous)
+    def assign(self, detections: list[Detection], previous: list[Detection] | None = None) -> list[Detection]:
+        """Ids for `detections`, matched against `previous` (None: the last call's detections)."""
+        free = list(self._previous if previous is None else previous)
+        self._next_id = max([self._next_id] + [p.track_id + 1 for p in free])
         assigned = []
         for detection in sorted(detections, key=lambda d: -d.score):
             candidates = [p for p in free if p.is_left == detection.is_left]
@@ -145,10 +155,7 @@ class BoxTracker:
         self.box = box
 
     def _plausible(self, box: Box) -> bool:
-        inside = 0 <= box.cx < self.width and 0 <= box.cy < self.height
-        smallest, largest = MIN_BOX_FRACTION * min(self.width, self.height), MAX_BOX_FRACTION * max(self.width, self.height)
-        size_ok = smallest <= box.size <= largest
-        return bool(inside and size_ok and np.isfinite(box.as_array()).all())
+        return plausible_box(box, self.width, self.height)
 
     def reset(self) -> None:
         """Back to the start box, as a new track (its smoothing starts afresh)."""
@@ -161,9 +168,12 @@ class BoxTracker:
 
 
 def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool,
-                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
-    """`auto` picks mediapipe when it imports, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
-    the tracker."""
+                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                  detect_every: int = 1):
+    """`auto` picks mediapipe when it loads, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
+    the tracker. detect_every > 1: mediapipe runs every that many frames (or when a hand is lost) and the hands are
+    followed from the model's keypoints in between (`DetectThenTrack`)."""
+    from handmesh.demo.tracking import DetectThenTrack  # it builds on this module
     if kind not in DETECTORS:
         raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
     if kind == "mediapipe" and not mediapipe_available():
@@ -173,7 +183,10 @@ def make_detector(kind: str, width: int, height: int, max_hands: int | None, lef
         )
     if kind == "mediapipe" or (kind == "auto" and mediapipe_available()):
         try:
-            return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+            if detect_every == 1:
+                return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+            detector = MediaPipeDetector(max_hands=max_hands or 2, video=False)  # frames far apart: each on its own
+            return DetectThenTrack(detector, width, height, every=detect_every, max_hands=max_hands or 2)
         except HandmeshError as error:
             if kind == "mediapipe":
                 raise

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from handmesh.checkpoints import user_cache_dir
 from handmesh.errors import HandmeshError
 from handmesh.export import ONNX_OPSET, PARITY_TOLERANCE_M, export_model, measure_parity, onnx_runner, onnx_session
 from handmesh.models.hand_model import HandModel
@@ -24,10 +25,6 @@ from handmesh.models.hand_model import HandModel
 FINGERPRINT_CHARS = 16  # hex characters of the fingerprint in the file name
 
 
-def user_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/handmesh/onnx, else ~/.cache/handmesh/onnx: ONNX files of models with no writable folder."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "handmesh" / "onnx"
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -77,7 +74,7 @@ class OnnxEngine:
 
         Raises HandmeshError (with the reason) when ONNX Runtime is missing, the export fails or the outputs drift.
         """
-        folder = cache_dir if cache_dir is not None and _writable(cache_dir) else user_cache_dir()
+        folder = cache_dir if cache_dir is not None and _writable(cache_dir) else user_cache_dir() / "onnx"
         path = folder / f"{stem}.{fingerprint(model)[:FINGERPRINT_CHARS]}.onnx"
         if not path.is_file():
             if not _writable(folder):

@@ -219,7 +219,7 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def _move_into_place(temporary: Path, out: Path) -> None:
+def move_into_place(temporary: Path, out: Path) -> None:
     """os.replace for files and folders (an .mlpackage is a folder: the old one is moved aside first)."""
     if out.is_dir() and not out.is_symlink():
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -263,7 +263,7 @@ def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
             raise HandmeshError(f"the exported model differs from PyTorch by {parity.max_abs_diff_m:.2e} m, more than "
                                 f"the allowed {tolerance:.0e} m; nothing was written to {out}. Please report this.")
         size_mb = _size_mb(temporary)
-        _move_into_place(temporary, out)
+        move_into_place(temporary, out)
     finally:
         shutil.rmtree(temporary.parent, ignore_errors=True)
     return ExportResult(out, fmt, parity, size_mb, time.perf_counter() - start)

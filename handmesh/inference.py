@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from handmesh.checkpoints import metadata, model_state_dict, read_checkpoint
+from handmesh.checkpoints import is_remote, metadata, model_state_dict, read_checkpoint, resolve_checkpoint
 from handmesh.errors import CheckpointError, HandmeshError
 from handmesh.geometry import project_points
+from handmesh.hub import is_hub_model, read_hub_model
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel
@@ -94,10 +95,18 @@ class Predictor:
                         threads: int | None = None, cache_dir: Path | None = None) -> "Predictor":
         """Load a `handmesh fit` checkpoint; mano_dir as in `resolve_mano_dir` (None: env, data/mano, stand-in).
 
-        engine as in ENGINES (not "torch" needs reparameterize); the ONNX file is cached in `cache_dir` (None: beside
-        the checkpoint when that folder is writable, else the user cache)."""
-        checkpoint = read_checkpoint(path)
-        entry = metadata(checkpoint, path)
+        path: a .ckpt, a hub folder (`handmesh export --format hub`) or its model.safetensors, an https:// URL or
+        hf://owner/repo[/file] (`resolve_checkpoint`). engine as in ENGINES (not "torch" needs reparameterize); the
+        ONNX file is cached in `cache_dir` (None: beside a local checkpoint when that folder is writable, else the
+        user cache)."""
+        local = resolve_checkpoint(path)
+        if is_hub_model(local):
+            state, entry, config = read_hub_model(local)
+            step = config.get("global_step")
+        else:
+            checkpoint = read_checkpoint(local)
+            entry = metadata(checkpoint, local)
+            state, step = model_state_dict(checkpoint), checkpoint.get("global_step")
         source = resolve_mano_dir(mano_dir)
         args = entry["model_args"]
         try:
@@ -105,7 +114,6 @@ class Predictor:
         except TypeError as error:
             raise CheckpointError(f"{path} describes a network this handmesh cannot build ({error}; arguments {args}); "
                                   "use the handmesh version that wrote it.") from None
-        state = model_state_dict(checkpoint)
         problems = weight_problems(model, state)
         if problems:
             raise CheckpointError(f"{path} does not fit the network it describes ({args}): {len(problems)} problems, "
@@ -118,11 +126,13 @@ class Predictor:
             note = (f"; WARNING: trained with {kind(trained_on['is_standin'])} but running with "
                     f"{kind(source.is_standin)}: meshes will be wrong")
         description = (f"{args['encoder']} {args['input_size']}px {args['head']} head, trained "
-                       f"(step {checkpoint.get('global_step', '?')}) from {Path(path)}; {source.describe()}{note}")
-        if cache_dir is None and os.access(Path(path).resolve().parent, os.W_OK):
-            cache_dir = Path(path).resolve().parent
+                       f"(step {step if step is not None else '?'}) from {path}; {source.describe()}{note}")
+        folder = local.resolve() if local.is_dir() else local.resolve().parent
+        if cache_dir is None and not is_remote(path) and os.access(folder, os.W_OK):
+            cache_dir = folder
+        stem = local.name if local.is_dir() else local.stem
         return cls(model, description, is_trained=True, device=device, reparameterize=reparameterize, engine=engine,
-                   cache_dir=cache_dir, cache_stem=Path(path).stem, threads=threads)
+                   cache_dir=cache_dir, cache_stem=stem, threads=threads)
 
     @classmethod
     def untrained(cls, encoder: str = "fastvit_t8", input_size: int = 128, mano_dir: str | os.PathLike | None = None,

@@ -312,6 +312,9 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     if not 0.0 <= args.alpha <= 1.0:
         raise HandmeshError(f"--alpha {args.alpha}: expected an opacity between 0 and 1")
     intrinsics = parse_intrinsics(args.intrinsics)
+    if args.stats_json is not None and not args.stats_json.parent.is_dir():
+        raise HandmeshError(f"--stats-json {args.stats_json}: the folder {args.stats_json.parent} does not exist; "
+                            "create it or write the stats elsewhere")
     threads = args.threads or default_threads()
     with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(threads):
         source = open_source(args.source)

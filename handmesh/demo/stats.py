@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from handmesh.checkpoints import atomic_write_text
+from handmesh.demo.outputs import write_atomic
 
 WARMUP_FRAMES = 5  # frames left out of the steady frame rate (GL context, first inference)
 
@@ -52,4 +52,4 @@ def write_stats_json(stats: DemoStats, path: str | os.PathLike) -> None:
     record["stage_ms"] = {stage: round(ms, 3) for stage, ms in record["stage_ms"].items()}
     per_frame = record.pop("hands_per_frame")
     text = json.dumps(record, indent=1)[:-2] + f',\n "hands_per_frame": {json.dumps(per_frame)}\n}}\n'  # one line
-    atomic_write_text(path, text)
+    write_atomic(path, text)

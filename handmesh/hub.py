@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from handmesh.checkpoints import METADATA_KEY, metadata, model_state_dict, read_checkpoint
+from handmesh.checkpoints import METADATA_KEY, metadata, model_state_dict, read_checkpoint, resolve_checkpoint
 from handmesh.errors import CheckpointError, HandmeshError
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
@@ -97,13 +97,13 @@ def model_card(config: dict, scores: dict | None) -> str:
 
 def write_hub_folder(checkpoint: str | os.PathLike, out: str | os.PathLike,
                      scores: str | os.PathLike | None = None) -> list[Path]:
-    """A `handmesh fit` checkpoint -> the folder `out` with WEIGHTS_FILE, CONFIG_FILE and CARD_FILE, written into a
+    """A `handmesh fit` checkpoint (any `resolve_checkpoint` location of a .ckpt) -> the folder `out` with WEIGHTS_FILE, CONFIG_FILE and CARD_FILE, written into a
     temporary folder first and moved into place. scores: a scores.json (None: the run's, if `find_scores` finds it)."""
     from safetensors.torch import save_file
 
     from handmesh.export import move_into_place
 
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint, out = resolve_checkpoint(checkpoint), Path(out)
     if not out.parent.is_dir():
         raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. Create it or pass another --out.")
     if out.exists() and not out.is_dir():

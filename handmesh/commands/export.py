@@ -27,7 +27,8 @@ STAGES = ("load", "fold", "export", "parity")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt written by `handmesh fit` (or a hub folder, an https:// URL, hf://owner/repo)")
     parser.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS + (HUB_FORMAT,))} (default: onnx)")
     parser.add_argument("--out", required=True, type=Path,
                         help="where to write the model (.onnx, a .mlpackage folder, or a folder for hub)")

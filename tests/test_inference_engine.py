@@ -116,3 +116,10 @@ def test_untrained_models_cache_in_the_user_cache(monkeypatch, tmp_path):
 def test_unknown_engine_is_a_clear_error():
     with pytest.raises(HandmeshError, match="expected one of auto, torch, onnxruntime"):
         Predictor.untrained(input_size=SIZE, engine="tensorrt")
+
+
+def test_the_demo_offers_the_same_engines():
+    from handmesh.demo.app import ENGINES as demo_engines
+    from handmesh.inference import ENGINES
+
+    assert demo_engines == ENGINES

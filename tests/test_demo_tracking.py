@@ -118,3 +118,15 @@ def test_demo_run_detects_every_n_frames_and_writes_its_stats(leaving, standin_d
     assert stats["hands_per_frame"][0] == 1 and stats["hands_per_frame"][-1] == 0
     assert stats["detector_frames"] < 16
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically: no temporary left
+
+
+def test_photos_are_each_detected_on_their_own(leaving, standin_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, frame in enumerate(frames_of(leaving.path)[:3]):
+        cv2.imwrite(str(folder / f"{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    stats_path = tmp_path / "stats.json"
+    assert main(["--source", str(folder), "--no-window", "--mano-dir", str(standin_dir), "--engine", "torch",
+                 "--out", str(tmp_path / "out.mp4"), "--stats-json", str(stats_path)]) == 0
+    stats = json.loads(stats_path.read_text())
+    assert stats["detect_every"] == 1 and stats["hands_per_frame"] == [1, 1, 1]

@@ -168,7 +168,7 @@ class DemoApp:
         self.K = frame_intrinsics(source.width, source.height, intrinsics)
         self.detector = make_detector(args.detector, source.width, source.height, args.max_hands,
                                       left_hand=args.hand == "left", video=source.is_video,
-                                      detect_every=args.detect_every)
+                                      detect_every=args.detect_every if source.is_video else 1)  # photos: each alone
         stack.callback(self.detector.close)
         self.settings = LiveSettings(view=ViewOptions(mesh=True, skeleton=args.skeleton, alpha=args.alpha),
                                      smoothing=not args.no_smoothing)
@@ -245,7 +245,7 @@ class DemoApp:
             label = "put your hand in the box" if tracker_start else ("L" if detection.is_left else "R")
             draw_box(image, detection.box, label, BOX_COLOUR)
         settings = self.settings
-        state = [self.detector.name, "smoothing on" if settings.smoothing else "smoothing off"]
+        state = [self.detector.name, self.predictor.engine, "smoothing on" if settings.smoothing else "smoothing off"]
         if self.recorder is not None:
             state.append(f"REC {self.recorder.frames}")
         if not packet.hands:

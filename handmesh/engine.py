@@ -3,8 +3,8 @@
 The network is exported with `handmesh.export.export_model` (which checks it against the train-time graph before
 writing, atomically) into a file named by a fingerprint of everything the graph holds: every parameter and buffer
 (the weights and the hand model's arrays), the torch version and the opset. A changed checkpoint or hand model gives
-another name, so the file is rebuilt; older files of the same stem in that folder are removed. Each process checks
-the file once more when it opens it: vertices and keypoints within PARITY_TOLERANCE_M of the PyTorch network.
+another name, so the file is rebuilt; older files of the same stem in that folder are removed. A file from an earlier
+run is checked again when opened: vertices and keypoints within PARITY_TOLERANCE_M of the PyTorch network.
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ class OnnxEngine:
         """
         folder = cache_dir if cache_dir is not None and _writable(cache_dir) else user_cache_dir() / "onnx"
         path = folder / f"{stem}.{fingerprint(model)[:FINGERPRINT_CHARS]}.onnx"
+        parity = None
         if not path.is_file():
             if not _writable(folder):
                 raise HandmeshError(f"no writable folder for the ONNX file ({folder})")
             try:
-                export_model(model, path)
+                parity = export_model(model, path, tolerance=tolerance).parity  # checked before it was written
             except HandmeshError:
                 raise
             except Exception as error:  # noqa: BLE001 - an exporter failure becomes the reason to fall back
@@ -94,7 +95,8 @@ class OnnxEngine:
             raise
         except Exception as error:  # noqa: BLE001 - a damaged cache file: say so (it is rebuilt when removed)
             raise HandmeshError(f"ONNX Runtime could not open {path} ({_one_line(error)}); delete it to rebuild") from None
-        parity = measure_parity(model, onnx_runner(session), model.input_size)
+        if parity is None:  # a file from an earlier run: check it again
+            parity = measure_parity(model, onnx_runner(session), model.input_size)
         if not parity.ok(tolerance):
             raise HandmeshError(f"{path} differs from PyTorch by {parity.max_abs_diff_m:.2e} m (allowed "
                                 f"{tolerance:.0e} m); delete it to rebuild")

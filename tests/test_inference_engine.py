@@ -48,6 +48,7 @@ def crops(batch: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return images, K
 
 
+@pytest.mark.slow
 def test_onnxruntime_matches_torch_and_is_cached_beside_the_checkpoint(checkpoint, monkeypatch):
     fast = Predictor.from_checkpoint(checkpoint, engine="auto")
     assert fast.engine == "onnxruntime"
@@ -65,6 +66,7 @@ def test_onnxruntime_matches_torch_and_is_cached_beside_the_checkpoint(checkpoin
     assert again.engine == "onnxruntime" and again.engine_note.endswith(f"{cached})")
 
 
+@pytest.mark.slow
 def test_a_changed_checkpoint_rebuilds_the_file(checkpoint):
     Predictor.from_checkpoint(checkpoint, engine="auto")
     (first,) = checkpoint.parent.glob("model.*.onnx")
@@ -76,6 +78,7 @@ def test_a_changed_checkpoint_rebuilds_the_file(checkpoint):
     assert np.abs(changed.predict(*crops()).vertices - want.vertices).max() < PARITY_TOLERANCE_M
 
 
+@pytest.mark.slow
 def test_a_drifting_file_falls_back_to_torch_with_one_line(checkpoint, tmp_path):
     Predictor.from_checkpoint(checkpoint, engine="auto")
     (cached,) = checkpoint.parent.glob("model.*.onnx")

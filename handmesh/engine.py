@@ -94,7 +94,8 @@ class OnnxEngine:
         except HandmeshError:
             raise
         except Exception as error:  # noqa: BLE001 - a damaged cache file: say so (it is rebuilt when removed)
-            raise HandmeshError(f"ONNX Runtime could not open {path} ({_one_line(error)}); delete it to rebuild") from None
+            raise HandmeshError(f"ONNX Runtime could not open {path} ({_one_line(error)}); "
+                                "delete it to rebuild") from None
         if parity is None:  # a file from an earlier run: check it again
             parity = measure_parity(model, onnx_runner(session), model.input_size)
         if not parity.ok(tolerance):

@@ -97,15 +97,17 @@ def model_card(config: dict, scores: dict | None) -> str:
 
 def write_hub_folder(checkpoint: str | os.PathLike, out: str | os.PathLike,
                      scores: str | os.PathLike | None = None) -> list[Path]:
-    """A `handmesh fit` checkpoint (any `resolve_checkpoint` location of a .ckpt) -> the folder `out` with WEIGHTS_FILE, CONFIG_FILE and CARD_FILE, written into a
-    temporary folder first and moved into place. scores: a scores.json (None: the run's, if `find_scores` finds it)."""
+    """A `handmesh fit` checkpoint (any `resolve_checkpoint` location of a .ckpt) -> the folder `out` with
+    WEIGHTS_FILE, CONFIG_FILE and CARD_FILE, written into a temporary folder first and moved into place.
+    scores: a scores.json (None: the run's, if `find_scores` finds it)."""
     from safetensors.torch import save_file
 
     from handmesh.export import move_into_place
 
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)
     if not out.parent.is_dir():
-        raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. Create it or pass another --out.")
+        raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. "
+                            "Create it or pass another --out.")
     if out.exists() and not out.is_dir():
         raise HandmeshError(f"--out {out} is a file; expected a folder for --format hub")
     data = read_checkpoint(checkpoint)

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the model runs: auto = ONNX Runtime (exported once, cached) when it matches torch")
     parser.add_argument("--mano-dir", default=None, help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
     parser.add_argument("--detector", choices=DETECTORS, default="auto",
-                        help="mediapipe hands, or a box tracked from the model's keypoints (auto: mediapipe if it loads)")
+                        help="mediapipe hands, or a box tracked from the model's keypoints (auto: mediapipe if "
+                             "it loads)")
     parser.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, metavar="N",
                         help="run mediapipe every N frames (or when a hand is lost) and follow the hands from the "
                              f"model's keypoints in between; 1: every frame (default: {DEFAULT_DETECT_EVERY})")

@@ -26,6 +26,95 @@ MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.mode
 _WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
 
 
+HF_SCHEME = "hf://"
+HUB_FILES = ("config.json", "model.safetensors")  # what `handmesh export --format hub` writes besides the card
+DOWNLOAD_TIMEOUT_S = 60
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http:// is accepted from these only
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/handmesh, else ~/.cache/handmesh: downloads and built engines."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handmesh"
+
+
+def is_remote(spec: str | os.PathLike) -> bool:
+    return str(spec).startswith((HF_SCHEME, "https://", "http://"))
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A --checkpoint value -> a local path: a file or hub folder as given; an https:// URL downloaded once into
+    user_cache_dir()/downloads; hf://owner/repo[/file] through huggingface_hub's cache (offline mode honoured;
+    without a file, the repository's HUB_FILES, whose folder is returned)."""
+    text = str(spec)
+    if text.startswith(HF_SCHEME):
+        return _from_hub(text[len(HF_SCHEME):])
+    if text.startswith(("https://", "http://")):
+        return _from_url(text)
+    return Path(spec)
+
+
+def _from_hub(name: str) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+    )
+
+    parts = [part for part in name.split("/") if part]
+    if len(parts) < 2:
+        raise CheckpointError(f"{HF_SCHEME}{name}: expected {HF_SCHEME}owner/repo or {HF_SCHEME}owner/repo/file.ckpt")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        if filename:
+            return Path(hf_hub_download(repo_id, filename))
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        raise CheckpointError(
+            f"{HF_SCHEME}{name} is not in the local Hugging Face cache and could not be downloaded (offline: "
+            f"HF_HUB_OFFLINE is set, or no network; {_first_line(error)}). Connect once to download it, or pass "
+            "the downloaded folder or .ckpt file.") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"no Hugging Face repository {repo_id} (or it is private: log in with `hf auth login`); "
+                              "check the name in hf://owner/repo.") from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"the Hugging Face repository {repo_id} has no file {filename}; expected "
+                              f"{HF_SCHEME}{repo_id} (a folder written by `handmesh export --format hub`) or the "
+                              "path of a .ckpt in it.") from None
+    except (HfHubHTTPError, OSError) as error:
+        raise CheckpointError(f"could not fetch {HF_SCHEME}{name} ({type(error).__name__}: {_first_line(error)}); "
+                              "check the network, or pass a local file.") from None
+
+
+def _from_url(url: str) -> Path:
+    """The URL's file in user_cache_dir()/downloads/<hash of the URL>/<its name>, downloaded atomically when missing."""
+    import hashlib
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "http" and parsed.hostname not in LOOPBACK_HOSTS:
+        raise CheckpointError(f"{url}: expected an https:// URL (plain http:// only from this machine)")
+    name = Path(parsed.path).name or "model.ckpt"
+    target = user_cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 20):
+                file.write(chunk)
+        os.replace(temporary, target)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise CheckpointError(f"could not download {url} ({type(error).__name__}: {_first_line(error)}); check the "
+                              "address and the network, or download it yourself and pass the file.") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash never
     leaves a half-written file."""

@@ -134,12 +134,16 @@ def _require(module: str, purpose: str, extra: str):
                             f"Install it with: pip install '{extra}'") from None
 
 
-def onnx_session(path: str | os.PathLike, threads: int = 2, optimize: bool = True):
-    """An ONNX Runtime CPU session with `threads` intra-op threads and all graph optimisations (or none)."""
+def onnx_session(path: str | os.PathLike, threads: int = 2, optimize: bool = True, spin: bool = True):
+    """An ONNX Runtime CPU session with `threads` intra-op threads and all graph optimisations (or none).
+
+    spin False: idle worker threads sleep instead of spinning, leaving the cores to other stages (the demo)."""
     ort = _require("onnxruntime", "running an ONNX model", "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -215,7 +219,7 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def _move_into_place(temporary: Path, out: Path) -> None:
+def move_into_place(temporary: Path, out: Path) -> None:
     """os.replace for files and folders (an .mlpackage is a folder: the old one is moved aside first)."""
     if out.is_dir() and not out.is_symlink():
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -259,7 +263,7 @@ def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
             raise HandmeshError(f"the exported model differs from PyTorch by {parity.max_abs_diff_m:.2e} m, more than "
                                 f"the allowed {tolerance:.0e} m; nothing was written to {out}. Please report this.")
         size_mb = _size_mb(temporary)
-        _move_into_place(temporary, out)
+        move_into_place(temporary, out)
     finally:
         shutil.rmtree(temporary.parent, ignore_errors=True)
     return ExportResult(out, fmt, parity, size_mb, time.perf_counter() - start)

@@ -28,6 +28,14 @@ GLOVE = (0.2, 0.35, 0.9)  # the clip's hand is blue, so the skin-coloured overla
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def engine_cache(tmp_path_factory):
+    """The default engine (auto: ONNX Runtime) builds its file for the untrained model here, not in ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def mano_dir(standin_dir) -> Path:
     """The session's stand-in hand model (conftest.py)."""
@@ -215,7 +223,7 @@ def test_interrupted_run_leaves_a_finalised_video(tmp_path, mano_dir):
     assert 5 <= len(read_video(out)) < frames
 
 
-@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe not installed (optional extra handmesh[mediapipe])")
+@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
 def test_no_hand_in_view_gives_the_raw_frames(tmp_path, mano_dir):
     from handmesh.demo.outputs import VideoRecorder
 

@@ -84,7 +84,7 @@ def test_make_detector_choices():
             make_detector("mediapipe", W, H, None, left_hand=False, video=True)
 
 
-@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe not installed (optional extra handmesh[mediapipe])")
+@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
 def test_mediapipe_finds_a_rendered_hand_and_frames_it_like_the_tracker(tmp_path, standin_dir):
     """Its handedness is not checked here: on the stand-in hand (not a real one) mediapipe's classifier is unsure
     (scores about 0.6, and it flips with the background); the label convention follows mediapipe's documentation."""
@@ -105,3 +105,19 @@ def test_mediapipe_finds_a_rendered_hand_and_frames_it_like_the_tracker(tmp_path
         assert 0.8 < hand.box.size / truth.size < 1.25
     finally:
         detector.close()
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
+def test_a_broken_mediapipe_install_falls_back_to_the_tracker_with_one_line(monkeypatch):
+    from mediapipe.python.solutions import hands
+
+    def missing_model(**options):
+        raise FileNotFoundError("hand_landmark_full.tflite: no such file")  # what a wheel without its models gives
+
+    monkeypatch.setattr(hands, "Hands", missing_model)
+    messages = []
+    detector = make_detector("auto", W, H, None, left_hand=False, video=True, notify=messages.append)
+    assert isinstance(detector, BoxTracker)
+    assert len(messages) == 1 and "\n" not in messages[0] and "hand_landmark_full.tflite" in messages[0]
+    with pytest.raises(HandmeshError, match="--detector tracker"):
+        make_detector("mediapipe", W, H, None, left_hand=False, video=True)

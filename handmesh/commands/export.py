@@ -1,6 +1,8 @@
-"""`handmesh export`: a checkpoint -> the whole reparameterised model as ONNX (or Core ML), checked against PyTorch.
+"""`handmesh export`: a checkpoint -> the whole reparameterised model as ONNX (or Core ML), checked against PyTorch;
+or -> a Hugging Face-style folder (`--format hub`: model.safetensors, config.json, README.md; see `handmesh.hub`).
 
     handmesh export --checkpoint runs/quickstart/checkpoints/best.ckpt --format onnx --out model.onnx
+    handmesh export --checkpoint runs/quickstart/model.ckpt --format hub --out hub/   # then upload hub/ to the Hub
 
 The file takes images (B, 3, S, S) float in [0, 1] RGB and K (B, 3, 3) crop intrinsics (pixels) and returns
 vertices (B, 778, 3) and keypoints (B, 21, 3) in metres (camera frame) and the camera (B, 3), any batch size.
@@ -16,15 +18,22 @@ import torch
 from tqdm import tqdm
 
 from handmesh.export import FORMATS, PARITY_TOLERANCE_M, check_format, export_model
+from handmesh.hub import write_hub_folder
 from handmesh.inference import Predictor
+
+HUB_FORMAT = "hub"
 
 STAGES = ("load", "fold", "export", "parity")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
-    parser.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS)} (default: onnx)")
-    parser.add_argument("--out", required=True, type=Path, help="where to write the model (.onnx, or a .mlpackage folder)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt written by `handmesh fit` (or a hub folder, an https:// URL, hf://owner/repo)")
+    parser.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS + (HUB_FORMAT,))} (default: onnx)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="where to write the model (.onnx, a .mlpackage folder, or a folder for hub)")
+    parser.add_argument("--scores", type=Path, default=None,
+                        help="hub: the scores.json for the model card (default: the run's, beside the checkpoint)")
     parser.add_argument("--mano-dir", default=None,
                         help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE_M,
@@ -33,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == HUB_FORMAT:
+        written = write_hub_folder(args.checkpoint, args.out, args.scores)
+        print(f"wrote {', '.join(str(path) for path in written)}")
+        return 0
     check_format(args.format)
     torch.set_num_threads(max(1, args.threads))
     with tqdm(total=len(STAGES), desc="export", unit="stage") as bar:

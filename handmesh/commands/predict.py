@@ -19,12 +19,13 @@ from tqdm import tqdm
 from handmesh.data.datamodule import freihand_loader
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import HandmeshError
-from handmesh.inference import Predictor
+from handmesh.inference import ENGINES, Predictor
 from handmesh.predjson import write_pred_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `handmesh fit`")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt written by `handmesh fit`, an https:// URL or hf://owner/repo[/file]")
     parser.add_argument("--data.root", dest="root", required=True, type=Path,
                         help="FreiHAND_pub_v2 folder (or a synthetic one)")
     parser.add_argument("--out", required=True, type=Path, help="where to write pred.json")
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mano-dir", default=None,
                         help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="auto: ONNX Runtime on the CPU when it works")
 
 
 def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int,
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.num_workers < 0:
         raise HandmeshError(f"--batch-size {args.batch_size} / --num-workers {args.num_workers}: expected a batch size "
                             ">= 1 and a worker count >= 0.")
-    predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, device=args.device,
+                                          engine=args.engine)
     print(predictor.description)
     dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None,
                               labels=False)  # images and evaluation_K.json, as the official pred.py reads them

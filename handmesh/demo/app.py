@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,22 +26,32 @@ from handmesh.demo.hud import BOX_COLOUR, KEY_HELP, TEXT_COLOUR, WARNING_COLOUR,
 from handmesh.demo.outputs import MESH_FORMATS, MeshSaver, VideoRecorder, save_snapshot
 from handmesh.demo.overlay import RENDERERS, OverlayRenderer, ViewOptions, panel_width
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
+from handmesh.demo.stats import DemoStats, model_summary, steady_fps, write_stats_json
+from handmesh.demo.tracking import DEFAULT_DETECT_EVERY, DetectThenTrack
 from handmesh.errors import HandmeshError
+
+ENGINES = ("auto", "torch", "onnxruntime")  # handmesh.inference.ENGINES (torch loads only when the model does)
 
 DEFAULT_CHECKPOINT = Path("runs/quickstart/model.ckpt")  # used when present and no --checkpoint is given
 DEFAULT_SNAPSHOT_DIR = Path("runs/demo")  # where the s and r keys write
 WINDOW = "handmesh demo"
 VIEW_CYCLE = ((True, False), (False, True), (True, True))  # (mesh, skeleton) states the m key steps through
-WARMUP_FRAMES = 5  # frames left out of the steady frame rate (GL context, first inference)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default="0", help="webcam index, video file, image folder or image (default: 0)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"trained model (default: {DEFAULT_CHECKPOINT} when present, else an untrained model)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="trained model: a .ckpt file, a hub folder, an https:// URL or hf://owner/repo[/file] "
+                             f"(default: {DEFAULT_CHECKPOINT} when present, else an untrained model)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="how the model runs: auto = ONNX Runtime (exported once, cached) when it matches torch")
     parser.add_argument("--mano-dir", default=None, help="folder with MANO_RIGHT.pkl (default: see `handmesh standin`)")
     parser.add_argument("--detector", choices=DETECTORS, default="auto",
-                        help="mediapipe hands, or a box tracked from the model's keypoints (auto: mediapipe if installed)")
+                        help="mediapipe hands, or a box tracked from the model's keypoints (auto: mediapipe if "
+                             "it loads)")
+    parser.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, metavar="N",
+                        help="run mediapipe every N frames (or when a hand is lost) and follow the hands from the "
+                             f"model's keypoints in between; 1: every frame (default: {DEFAULT_DETECT_EVERY})")
     parser.add_argument("--max-hands", type=int, default=None, help="hands to find (default: 2 with mediapipe, 1 tracker)")
     parser.add_argument("--hand", choices=("right", "left"), default="right", help="side of the tracked hand (tracker)")
     parser.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
@@ -62,12 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-dir", type=Path, default=DEFAULT_SNAPSHOT_DIR, help="where keys s and r write")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for the model (default: all cores but one, which renders)")
+                        help="threads for the model (default: all cores on 2-core machines, else all but one)")
+    parser.add_argument("--stats-json", type=Path, default=None, metavar="PATH",
+                        help="write the run's statistics here (frames, steady_fps, per-stage ms, hands per frame)")
 
 
 def default_threads() -> int:
-    """Torch threads for the demo's model: every core but one, left to the renderer and capture (at least 1)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Threads for the demo's model. It is the costliest stage by far: on up to 2 cores it gets them all (the other
+    stages run in its gaps: its threads sleep rather than spin); with more, every core but one, left to rendering,
+    capture and detection."""
+    cores = os.cpu_count() or 2
+    return cores if cores <= 2 else cores - 1
 
 
 @contextmanager
@@ -94,7 +108,8 @@ def parse_intrinsics(text: str | None) -> tuple[float, float, float, float] | No
     return values
 
 
-def load_predictor(checkpoint: Path | None, mano_dir: str | None):
+def load_predictor(checkpoint: str | Path | None, mano_dir: str | None, engine: str = "torch",
+                   threads: int | None = None):
     """The checkpoint's Predictor; with no --checkpoint, the quickstart one when present, else an untrained model."""
     from handmesh.inference import Predictor  # torch and timm load here, not at import
 
@@ -103,8 +118,8 @@ def load_predictor(checkpoint: Path | None, mano_dir: str | None):
     if checkpoint is None:
         print(f"no --checkpoint and no {DEFAULT_CHECKPOINT}: running an UNTRAINED model (train one with `make quickstart`)",
               file=sys.stderr)
-        return Predictor.untrained(mano_dir=mano_dir)
-    return Predictor.from_checkpoint(checkpoint, mano_dir=mano_dir)
+        return Predictor.untrained(mano_dir=mano_dir, engine=engine, threads=threads)
+    return Predictor.from_checkpoint(checkpoint, mano_dir=mano_dir, engine=engine, threads=threads)
 
 
 def model_warnings(predictor) -> list[str]:
@@ -153,7 +168,8 @@ class DemoApp:
         self.args, self.source, self.predictor = args, source, predictor
         self.K = frame_intrinsics(source.width, source.height, intrinsics)
         self.detector = make_detector(args.detector, source.width, source.height, args.max_hands,
-                                      left_hand=args.hand == "left", video=source.is_video)
+                                      left_hand=args.hand == "left", video=source.is_video,
+                                      detect_every=args.detect_every if source.is_video else 1)  # photos: each alone
         stack.callback(self.detector.close)
         self.settings = LiveSettings(view=ViewOptions(mesh=True, skeleton=args.skeleton, alpha=args.alpha),
                                      smoothing=not args.no_smoothing)
@@ -174,6 +190,7 @@ class DemoApp:
         self.start_time = time.perf_counter()
         self.dropped = 0
         self.renderer_backend = "none"
+        self.hands_per_frame: list[int] = []
 
     def _renderer(self) -> OverlayRenderer:
         """Called in the render thread, which owns the GL context."""
@@ -203,6 +220,7 @@ class DemoApp:
             if self.saver is not None:
                 self.saver.add(packet.frame.index, packet.frame.time, packet.hands)
             self.frames += 1
+            self.hands_per_frame.append(len(packet.hands))
             progress.update(1)
             if not self.args.no_window and not self._show(image, packet):
                 break
@@ -211,13 +229,14 @@ class DemoApp:
 
     def stats(self) -> DemoStats:
         times = self.output_times
-        warm = min(WARMUP_FRAMES, len(times) // 4)
-        span = times[-1] - times[warm] if len(times) > warm + 1 else 0.0
+        tracking = isinstance(self.detector, DetectThenTrack)
         return DemoStats(
-            frames=self.frames, seconds=times[-1] - self.start_time if times else 0.0,
-            steady_fps=(len(times) - 1 - warm) / span if span > 0 else 0.0,
+            frames=self.frames, seconds=times[-1] - self.start_time if times else 0.0, steady_fps=steady_fps(times),
             stage_ms=self.rates.mean_ms(), dropped=self.dropped, detector=self.detector.name,
-            renderer=self.renderer_backend,
+            renderer=self.renderer_backend, engine=self.predictor.engine, model=model_summary(self.predictor),
+            detect_every=self.detector.every if tracking else 1,
+            detector_frames=len(self.detector.detected_frames) if tracking else None,
+            hands_per_frame=self.hands_per_frame,
         )
 
     def _hud(self, packet) -> np.ndarray:
@@ -227,7 +246,7 @@ class DemoApp:
             label = "put your hand in the box" if tracker_start else ("L" if detection.is_left else "R")
             draw_box(image, detection.box, label, BOX_COLOUR)
         settings = self.settings
-        state = [self.detector.name, "smoothing on" if settings.smoothing else "smoothing off"]
+        state = [self.detector.name, self.predictor.engine, "smoothing on" if settings.smoothing else "smoothing off"]
         if self.recorder is not None:
             state.append(f"REC {self.recorder.frames}")
         if not packet.hands:
@@ -280,19 +299,6 @@ class DemoApp:
             print(f"wrote {self.saver.meshes} meshes and {path}", file=sys.stderr)
 
 
-@dataclass
-class DemoStats:
-    """How a run went: frames out, rates, and each stage's mean cost."""
-
-    frames: int
-    seconds: float  # from the start of the pipeline to the last frame out
-    steady_fps: float  # frames per second after the first WARMUP_FRAMES (start-up excluded)
-    stage_ms: dict[str, float]  # mean per frame: capture, detect, infer, render
-    dropped: int  # stale live frames skipped
-    detector: str
-    renderer: str
-
-
 def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     """One demo run with parsed `add_arguments` options; everything it opened is closed and finalised on return.
 
@@ -300,13 +306,18 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     """
     if args.no_window and args.out is None and args.save_meshes is None:
         raise HandmeshError("--no-window with no output: expected --out out.mp4 and/or --save-meshes DIR")
-    for name, value in (("--threads", args.threads), ("--max-hands", args.max_hands), ("--max-frames", args.max_frames)):
+    for name, value in (("--threads", args.threads), ("--max-hands", args.max_hands), ("--max-frames", args.max_frames),
+                        ("--detect-every", args.detect_every)):
         if value is not None and value < 1:
             raise HandmeshError(f"{name} {value}: expected a count of at least 1")
     if not 0.0 <= args.alpha <= 1.0:
         raise HandmeshError(f"--alpha {args.alpha}: expected an opacity between 0 and 1")
     intrinsics = parse_intrinsics(args.intrinsics)
-    with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(args.threads or default_threads()):
+    if args.stats_json is not None and not args.stats_json.parent.is_dir():
+        raise HandmeshError(f"--stats-json {args.stats_json}: the folder {args.stats_json.parent} does not exist; "
+                            "create it or write the stats elsewhere")
+    threads = args.threads or default_threads()
+    with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(threads):
         source = open_source(args.source)
         stack.callback(source.close)
         print(f"source: {source.description}, {source.width}x{source.height}", file=sys.stderr)
@@ -314,15 +325,19 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
             open_window(source.width + panel_width(source.height, args.side_view), source.height)
             stack.callback(cv2.destroyAllWindows)
         if predictor is None:
-            predictor = load_predictor(args.checkpoint, args.mano_dir)
-        print(f"model: {predictor.description}", file=sys.stderr)
+            predictor = load_predictor(args.checkpoint, args.mano_dir, args.engine, threads)
+        print(f"model: {predictor.description}\nengine: {predictor.engine_note}", file=sys.stderr)
         app = DemoApp(args, source, predictor, stack, intrinsics)
-        print(f"detector: {app.detector.name}", file=sys.stderr)
+        every = f", detecting every {args.detect_every} frames" if isinstance(app.detector, DetectThenTrack) else ""
+        print(f"detector: {app.detector.name}{every}", file=sys.stderr)
         app.loop(stack)
         stats = app.stats()
         print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.steady_fps:.1f} FPS after start-up; mean ms: "
               + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stats.stage_ms.items()) + ")"
               + (f"; {stats.dropped} stale frames dropped" if stats.dropped else ""), file=sys.stderr)
+        if args.stats_json is not None:
+            write_stats_json(stats, args.stats_json)
+            print(f"wrote {args.stats_json}", file=sys.stderr)
     return stats
 
 

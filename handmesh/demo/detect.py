@@ -1,4 +1,5 @@
-"""Finding hands in a frame: MediaPipe Hands when installed, else a box tracked from the model's own keypoints.
+"""Finding hands in a frame: MediaPipe Hands (a dependency where its wheels exist), else a box tracked from the model's
+own keypoints.
 
 Handedness: `mediapipe.solutions.hands` labels hands as if the image were a mirrored selfie, i.e. its label is the
 handedness of the hand in the *horizontally flipped* image. We never mirror the frames we process (the 3D outputs
@@ -20,6 +21,7 @@ from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
 from handmesh.errors import HandmeshError
 
 DETECTORS = ("auto", "mediapipe", "tracker")
+REINSTALL = "reinstall it: pip install --force-reinstall mediapipe==0.10.14"
 START_BOX_FRACTION = 0.6  # the tracker's starting box: this share of min(W, H), centred
 MIN_BOX_FRACTION = 0.08  # a tracked box smaller than this share of min(W, H) is lost: back to the start box
 MAX_BOX_FRACTION = 1.5  # ... and one larger than this share of max(W, H)
@@ -33,6 +35,14 @@ class Detection:
     is_left: bool
     score: float  # detector confidence in [0, 1]; 1 for the tracker
     track_id: int = 0
+
+
+def plausible_box(box: Box, width: int, height: int) -> bool:
+    """A followed hand's next box: finite, centred inside the frame, between MIN and MAX_BOX_FRACTION of its size."""
+    if not np.isfinite(box.as_array()).all():
+        return False
+    inside = 0 <= box.cx < width and 0 <= box.cy < height
+    return bool(inside and MIN_BOX_FRACTION * min(width, height) <= box.size <= MAX_BOX_FRACTION * max(width, height))
 
 
 def mediapipe_available() -> bool:
@@ -51,8 +61,10 @@ class TrackMatcher:
         self._previous: list[Detection] = []
         self._next_id = 0
 
-    def assign(self, detections: list[Detection]) -> list[Detection]:
-        free = list(self._previous)
+    def assign(self, detections: list[Detection], previous: list[Detection] | None = None) -> list[Detection]:
+        """Ids for `detections`, matched against `previous` (None: the last call's detections)."""
+        free = list(self._previous if previous is None else previous)
+        self._next_id = max([self._next_id] + [p.track_id + 1 for p in free])
         assigned = []
         for detection in sorted(detections, key=lambda d: -d.score):
             candidates = [p for p in free if p.is_left == detection.is_left]
@@ -79,15 +91,17 @@ class MediaPipeDetector:
         warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)  # protobuf 4
         try:
             from mediapipe.python.solutions import hands
-        except ImportError as error:
+
+            self._hands = hands.Hands(
+                static_image_mode=not video, max_num_hands=max_hands, model_complexity=1,
+                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
+            )
+        except Exception as error:  # noqa: BLE001 - ImportError, or a broken install (a model file missing, ...)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise HandmeshError(
-                f"mediapipe could not be imported ({error}); expected mediapipe==0.10.14 "
-                "(`pip install 'handmesh[mediapipe]'`), or use --detector tracker"
+                f"mediapipe did not load ({type(error).__name__}: {first[:200]}); expected mediapipe==0.10.14 with its "
+                f"models ({REINSTALL}), or use --detector tracker"
             ) from None
-        self._hands = hands.Hands(
-            static_image_mode=not video, max_num_hands=max_hands, model_complexity=1,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
-        )
         self.box_scale = box_scale
         self._matcher = TrackMatcher()
 
@@ -141,10 +155,7 @@ class BoxTracker:
         self.box = box
 
     def _plausible(self, box: Box) -> bool:
-        inside = 0 <= box.cx < self.width and 0 <= box.cy < self.height
-        smallest, largest = MIN_BOX_FRACTION * min(self.width, self.height), MAX_BOX_FRACTION * max(self.width, self.height)
-        size_ok = smallest <= box.size <= largest
-        return bool(inside and size_ok and np.isfinite(box.as_array()).all())
+        return plausible_box(box, self.width, self.height)
 
     def reset(self) -> None:
         """Back to the start box, as a new track (its smoothing starts afresh)."""
@@ -157,26 +168,32 @@ class BoxTracker:
 
 
 def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool,
-                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr)):
-    """`auto` picks mediapipe when it imports, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
-    the tracker."""
+                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                  detect_every: int = 1):
+    """`auto` picks mediapipe when it loads, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
+    the tracker. detect_every > 1: mediapipe runs every that many frames (or when a hand is lost) and the hands are
+    followed from the model's keypoints in between (`DetectThenTrack`)."""
+    from handmesh.demo.tracking import DetectThenTrack  # it builds on this module
     if kind not in DETECTORS:
         raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
     if kind == "mediapipe" and not mediapipe_available():
         raise HandmeshError(
-            "--detector mediapipe needs mediapipe, which is not installed: run `pip install 'handmesh[mediapipe]'` "
-            "(mediapipe==0.10.14), or use --detector tracker"
+            "--detector mediapipe needs mediapipe, which is not installed (it has wheels for CPython 3.9-3.12 on "
+            "x86_64 and arm64): run `pip install mediapipe==0.10.14`, or use --detector tracker"
         )
     if kind == "mediapipe" or (kind == "auto" and mediapipe_available()):
         try:
-            return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+            if detect_every == 1:
+                return MediaPipeDetector(max_hands=max_hands or 2, video=video)
+            detector = MediaPipeDetector(max_hands=max_hands or 2, video=False)  # frames far apart: each on its own
+            return DetectThenTrack(detector, width, height, every=detect_every, max_hands=max_hands or 2)
         except HandmeshError as error:
             if kind == "mediapipe":
                 raise
-            notify(f"detector: the box tracker, because {error}")
+            notify(f"warning: detector: falling back to the box tracker: {error}")
     if max_hands not in (None, 1):
         raise HandmeshError(
             f"--max-hands {max_hands} with the box tracker: it follows one hand; expected --max-hands 1, "
-            "or install mediapipe (`pip install 'handmesh[mediapipe]'`) for several hands"
+            "or use mediapipe (--detector mediapipe, mediapipe==0.10.14) for several hands"
         )
     return BoxTracker(width, height, is_left=left_hand)

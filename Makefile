@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup system-deps browser-deps quickstart test test-fast clean-quickstart
+.PHONY: setup system-deps browser-deps quickstart test test-fast lint clean-quickstart
 
 # Debian libraries for offscreen rendering (EGL through Mesa's llvmpipe); installed only where missing.
 system-deps:
@@ -39,8 +39,13 @@ setup: system-deps $(STAMP)
 quickstart: setup
 	$(PY) -m handmesh.quickstart
 
+# The tests, then the linter (ruff, configured in pyproject.toml); either failing fails the target.
 test: setup browser-deps
 	$(PY) -m pytest -q
+	$(PY) -m ruff check .
+
+lint: setup
+	$(PY) -m ruff check .
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -5,7 +5,12 @@ import pytest
 
 from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
 from handmesh.demo.detect import (
-    BoxTracker, Detection, TrackMatcher, is_left_from_mediapipe, make_detector, mediapipe_available,
+    BoxTracker,
+    Detection,
+    TrackMatcher,
+    is_left_from_mediapipe,
+    make_detector,
+    mediapipe_available,
 )
 from handmesh.errors import HandmeshError
 

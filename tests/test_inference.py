@@ -16,6 +16,7 @@ from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
 from handmesh.inference import Predictor
 from handmesh.predjson import read_pred_json
+
 from tiny_synth import N_EVAL, tiny_synthetic_set
 
 torch.set_num_threads(2)

@@ -15,7 +15,12 @@ from torch import nn
 
 from handmesh.bench.model import stress_initialise
 from handmesh.models.inference_fold import (
-    FusedConv2d, InferenceAttentionBlock, InferenceRepMixerBlock, fold_conv_bn, fold_for_inference, onednn_available,
+    FusedConv2d,
+    InferenceAttentionBlock,
+    InferenceRepMixerBlock,
+    fold_conv_bn,
+    fold_for_inference,
+    onednn_available,
     set_conv_backend,
 )
 

@@ -14,6 +14,7 @@ import torch
 from handmesh.data.synth import uv_scale_from_root
 from handmesh.mano import ManoLayer
 from handmesh.models.hand_model import HandModel
+
 from mano_numpy import axis_angle, freihand_keypoints, load_arrays, posed_vertices, write_perturbed
 
 

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from timm.models.fastvit import (
-    Attention, AttentionBlock, ConvMlp, LayerScale2d, MobileOneBlock, RepMixer, RepMixerBlock, ReparamLargeKernelConv,
+    Attention,
+    AttentionBlock,
+    ConvMlp,
+    LayerScale2d,
+    MobileOneBlock,
+    ReparamLargeKernelConv,
+    RepMixer,
+    RepMixerBlock,
 )
 from torch import nn
 

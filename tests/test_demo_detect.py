@@ -1,4 +1,5 @@
-"""Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when installed)."""
+"""Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when
+installed)."""
 
 import numpy as np
 import pytest

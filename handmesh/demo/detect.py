@@ -113,7 +113,8 @@ class MediaPipeDetector:
         for landmarks, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
             points = np.array([(p.x * width, p.y * height) for p in landmarks.landmark])  # (21, 2) px
             best = handedness.classification[0]
-            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label), best.score))
+            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label),
+                                        best.score))
         return self._matcher.assign(detections)
 
     def update(self, hands: list[HandEstimate]) -> None:

@@ -296,7 +296,8 @@ class FreiHANDDataset(Dataset):
                 "skip such images (they are counted and warned about)."
             )
         self.skipped.append(str(path))
-        warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)")
+        warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)",
+                      stacklevel=2)
         return None
 
     def _fill_image(self, planes: np.ndarray, index: int, image: np.ndarray, draws: AugmentationDraws | None,

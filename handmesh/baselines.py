@@ -28,7 +28,8 @@ def mean_pose_predictions(mano_dir: str | os.PathLike, training_mano: np.ndarray
     Returns keypoints (M, 21, 3) and vertices (M, 778, 3), metres, camera frame.
     """
     layer = ManoLayer.from_dir(mano_dir, side="right").double()
-    values = torch.tensor(np.asarray(training_mano), dtype=torch.float64)  # a copy: the cache is memory-mapped read-only
+    # a copy: the cache is memory-mapped read-only
+    values = torch.tensor(np.asarray(training_mano), dtype=torch.float64)
     pose = values[:, :NUM_POSE_PARAMS]
     rotations = layer.pose_from_axis_angle(pose, add_hands_mean=True)  # (N, 16, 3, 3)
     mean_pose = torch.stack([mean_rotation(rotations[:, joint]) for joint in range(rotations.shape[1])])[None]

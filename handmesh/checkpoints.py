@@ -56,7 +56,11 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
 def _from_hub(name: str) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
     )
 
     parts = [part for part in name.split("/") if part]

@@ -91,7 +91,8 @@ def inference_copy(model: HandModel, backend: str = "torch") -> HandModel:
 
 
 def random_inputs(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """images (B, 3, S, S) uniform in [0, 1] and K (B, 3, 3): focal 1.5 S px, principal point jittered near the centre."""
+    """images (B, 3, S, S) uniform in [0, 1] and K (B, 3, 3): focal 1.5 S px, principal point jittered near the
+    centre."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 3, size, size, generator=generator)
     K = torch.zeros(batch, 3, 3)
@@ -113,8 +114,10 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
-def measure_parity(reference: nn.Module, run: Runner, input_size: int, batch: int = PARITY_BATCH, seed: int = 0) -> Parity:
-    """Largest vertex / keypoint difference (m) and camera difference between `run` and `reference` on a random batch."""
+def measure_parity(reference: nn.Module, run: Runner, input_size: int, batch: int = PARITY_BATCH,
+                   seed: int = 0) -> Parity:
+    """Largest vertex / keypoint difference (m) and camera difference between `run` and `reference` on a random
+    batch."""
     images, K = random_inputs(batch, input_size, seed)
     expected = torch_runner(reference)(images.numpy(), K.numpy())
     found = run(images.numpy(), K.numpy())
@@ -162,7 +165,8 @@ def export_onnx(model: HandModel, path: str | os.PathLike, opset: int = ONNX_OPS
     images, K = random_inputs(TRACE_BATCH, model.input_size)
     batch_axis = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks traced as constants: intended
+        # shape checks traced as constants: intended
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # a harmless exporter note
         torch.onnx.export(
             ExportGraph(model).eval(), (images, K), str(path), dynamo=False, opset_version=opset,
@@ -176,13 +180,15 @@ def export_coreml(model: HandModel, path: str | os.PathLike) -> None:
     ct = _require("coremltools", "Core ML export", "coremltools")
     images, K = random_inputs(TRACE_BATCH, model.input_size)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks traced as constants: intended
+        # shape checks traced as constants: intended
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(ExportGraph(model).eval(), (images, K))
     batch = ct.RangeDim(lower_bound=1, upper_bound=COREML_MAX_BATCH, default=1)
     size = model.input_size
     mlmodel = ct.convert(
         traced, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
-        inputs=[ct.TensorType(name="images", shape=(batch, 3, size, size)), ct.TensorType(name="K", shape=(batch, 3, 3))],
+        inputs=[ct.TensorType(name="images", shape=(batch, 3, size, size)),
+                ct.TensorType(name="K", shape=(batch, 3, 3))],
         outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
     )
     mlmodel.save(str(path))
@@ -242,7 +248,8 @@ def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
                "coreml": ("coremltools", "Core ML export", "coremltools")}[fmt])
     out = Path(out)
     if out.parent and not out.parent.is_dir():
-        raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. Create it or pass another --out.")
+        raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. "
+                            "Create it or pass another --out.")
     stage = on_stage or (lambda name: None)
     start = time.perf_counter()
     reference = copy.deepcopy(model).eval()

@@ -71,14 +71,16 @@ def rotmat_to_axis_angle(rotmat: torch.Tensor) -> torch.Tensor:
 def rotmat_to_quaternion(rotmat: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) -> (..., 4) unit quaternion (w, x, y, z), w >= 0. Picks the best-conditioned of four formulas."""
     m = rotmat
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     # Four candidate (unnormalised) quaternions, each accurate when its leading term is largest.
     candidates = torch.stack(
         [
-            torch.stack([1 + m00 + m11 + m22, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m00 - m11 - m22, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m00 + m11 - m22, m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m00 - m11 + m22], -1),
+            torch.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+            torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
         ],
         dim=-2,
     )  # (..., 4 candidates, 4)
@@ -96,7 +98,8 @@ def quaternion_to_axis_angle(quat: torch.Tensor) -> torch.Tensor:
     sin_half = xyz.norm(dim=-1, keepdim=True)
     angle = 2.0 * torch.atan2(sin_half, w)
     small = sin_half < 1e-8
-    scale = torch.where(small, 2.0 * torch.ones_like(angle), angle / torch.where(small, torch.ones_like(sin_half), sin_half))
+    scale = torch.where(small, 2.0 * torch.ones_like(angle),
+                        angle / torch.where(small, torch.ones_like(sin_half), sin_half))
     return xyz * scale
 
 

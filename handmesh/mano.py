@@ -100,7 +100,8 @@ class ManoLayer(nn.Module):
             pose = pose + offset
         return axis_angle_to_rotmat(pose)
 
-    def pose_from_pca(self, global_orient: torch.Tensor, coefficients: torch.Tensor, add_hands_mean: bool = True) -> torch.Tensor:
+    def pose_from_pca(self, global_orient: torch.Tensor, coefficients: torch.Tensor,
+                      add_hands_mean: bool = True) -> torch.Tensor:
         """global_orient (B, 3) axis-angle, coefficients (B, K<=45) of `hands_components` -> (B, 16, 3, 3)."""
         fingers = coefficients @ self.hands_components[: coefficients.shape[-1]].to(coefficients.dtype)  # (B, 45)
         return self.pose_from_axis_angle(torch.cat([global_orient, fingers], dim=-1), add_hands_mean)

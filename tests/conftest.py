@@ -29,7 +29,8 @@ def standin_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory, standin_dir) -> Path:
-    """A FreiHAND-format folder rendered by `handmesh synth`: TINY_TRAIN x 4 training and TINY_EVAL evaluation images."""
+    """A FreiHAND-format folder rendered by `handmesh synth`: TINY_TRAIN x 4 training and TINY_EVAL evaluation
+    images."""
     from handmesh.data.synth import synthesize
 
     root = tmp_path_factory.getbasetemp() / "tiny_freihand"

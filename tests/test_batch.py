@@ -35,7 +35,7 @@ def test_allocate_gives_contiguous_views_of_one_storage():
     assert {key: (tuple(t.shape), t.dtype) for key, t in batch.items()} == {
         key: ((5, *shape), dtype) for key, (shape, dtype) in fields.items()}
     assert len(_storages(batch)) == 1 and all(t.is_contiguous() for t in batch.values())
-    for key, tensor in batch.items():  # the views do not overlap: filling one leaves the others as they were
+    for _, tensor in batch.items():  # the views do not overlap: filling one leaves the others as they were
         tensor.fill_(0)
     batch["vertices"].fill_(1.5)
     assert not batch["image"].any() and not batch["K"].any() and batch["vertices"].eq(1.5).all()

@@ -21,6 +21,7 @@ import yaml
 from handmesh.checkpoints import read_checkpoint
 from handmesh.cli import main
 from handmesh.lit_module import HandMeshModule
+
 from hub_cache import write_timm_weights, write_weights_file
 from tiny_synth import tiny_synthetic_set
 

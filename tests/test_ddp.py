@@ -38,7 +38,8 @@ def _last_logged(run: Path, key: str) -> float:
 @pytest.mark.slow
 def test_ddp_validation_metric_matches_a_single_process(root, tmp_path):
     def common(run: Path) -> list[str]:
-        logger = [{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(run), "name": "csv"}}]
+        logger = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+                   "init_args": {"save_dir": str(run), "name": "csv"}}]
         return ["--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "2",
                 "--data.num_workers", "0", "--model.input_size", "64", "--trainer.default_root_dir", str(run),
                 "--trainer.callbacks", "[]", "--trainer.logger", json.dumps(logger)]
@@ -46,11 +47,13 @@ def test_ddp_validation_metric_matches_a_single_process(root, tmp_path):
     # 28 training images / 2 processes / batch 2 = 7 steps; the 4 validation images split 2 + 2 (no padding)
     ddp = tmp_path / "ddp"
     _handmesh("fit", *common(ddp), "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
-              "--trainer.max_steps", "-1", "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1")
+              "--trainer.max_steps", "-1", "--trainer.val_check_interval", "null",
+              "--trainer.check_val_every_n_epoch", "1")
     synced = _last_logged(ddp, "val/pa_mpjpe_mm")
 
     single = tmp_path / "single"
-    _handmesh("validate", *common(single), "--trainer.devices", "1", "--ckpt_path", str(ddp / "checkpoints" / "last.ckpt"))
+    _handmesh("validate", *common(single), "--trainer.devices", "1",
+              "--ckpt_path", str(ddp / "checkpoints" / "last.ckpt"))
     alone = _last_logged(single, "val/pa_mpjpe_mm")
     assert synced == pytest.approx(alone, abs=1e-3)
     assert 1.0 < alone < 100.0  # millimetres: a real number, not a placeholder

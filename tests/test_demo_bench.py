@@ -11,7 +11,8 @@ from handmesh.demo.detect import mediapipe_available
 def test_quick_demo_bench_reports_rates_ratio_and_stages(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the untrained model's ONNX file goes here
     result = run(quick=True)
-    for key in ("demo_fps", "model_only_fps", "demo_to_model_ratio", "capture_ms", "detect_ms", "infer_ms", "render_ms"):
+    for key in ("demo_fps", "model_only_fps", "demo_to_model_ratio", "capture_ms", "detect_ms", "infer_ms",
+                "render_ms"):
         assert result[key] > 0, key
     assert result["demo_to_model_ratio"] == pytest.approx(result["demo_fps"] / result["model_only_fps"], rel=0.01)
     assert result["model_only_ms"] == pytest.approx(1e3 / result["model_only_fps"], rel=0.01)

@@ -117,4 +117,5 @@ def test_flipped_crop_of_a_left_hand_image_is_the_mirrored_right_hand_seen_throu
     assert iou > 0.95, iou
     unflipped_K = crop_affine(box, 128, False) @ K
     unflipped = render_mesh_opencv(np.zeros((128, 128, 3), np.uint8), vertices, faces, unflipped_K, alpha=1.0)
-    assert (seen & unflipped.any(-1)).sum() / (seen | unflipped.any(-1)).sum() < 0.7  # the check can tell a missing flip
+    # the check can tell a missing flip
+    assert (seen & unflipped.any(-1)).sum() / (seen | unflipped.any(-1)).sum() < 0.7

@@ -1,11 +1,17 @@
-"""Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when installed)."""
+"""Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when
+installed)."""
 
 import numpy as np
 import pytest
 
 from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
 from handmesh.demo.detect import (
-    BoxTracker, Detection, TrackMatcher, is_left_from_mediapipe, make_detector, mediapipe_available,
+    BoxTracker,
+    Detection,
+    TrackMatcher,
+    is_left_from_mediapipe,
+    make_detector,
+    mediapipe_available,
 )
 from handmesh.errors import HandmeshError
 

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from handmesh.cli import main
 from handmesh.errors import CheckpointError, HandmeshError
 from handmesh.models.encoder import Encoder
+
 from hub_cache import COMMIT, write_timm_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,14 @@ from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, MODEL_PREFIX, ato
 from handmesh.cli import main
 from handmesh.errors import HandmeshError
 from handmesh.export import (
-    OUTPUT_NAMES, PARITY_TOLERANCE_M, export_model, measure_parity, onnx_runner, onnx_session, random_inputs, torch_runner,
+    OUTPUT_NAMES,
+    PARITY_TOLERANCE_M,
+    export_model,
+    measure_parity,
+    onnx_runner,
+    onnx_session,
+    random_inputs,
+    torch_runner,
 )
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir

@@ -30,7 +30,8 @@ def model(mano) -> HandModel:
 
 def _inputs(batch: int = 2):
     images = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
-    K = torch.tensor([[90.0, 0.0, 30.0], [0.0, 90.0, 33.0], [0.0, 0.0, 1.0]]).expand(batch, 3, 3)  # off-centre principal point
+    # off-centre principal point
+    K = torch.tensor([[90.0, 0.0, 30.0], [0.0, 90.0, 33.0], [0.0, 0.0, 1.0]]).expand(batch, 3, 3)
     return images, K
 
 

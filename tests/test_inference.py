@@ -16,6 +16,7 @@ from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
 from handmesh.inference import Predictor
 from handmesh.predjson import read_pred_json
+
 from tiny_synth import N_EVAL, tiny_synthetic_set
 
 torch.set_num_threads(2)
@@ -33,8 +34,8 @@ def checkpoint(root, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
                  "--data.num_workers", "0", "--model.input_size", str(SIZE), "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
-                 "--trainer.callbacks", "[]"])
+                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run),
+                 "--trainer.logger", "false", "--trainer.callbacks", "[]"])
     assert code == 0
     return run / "checkpoints" / "last.ckpt"
 
@@ -71,7 +72,8 @@ def test_no_lightning_at_run_time(checkpoint):
         "from handmesh.inference import Predictor\n"
         f"p = Predictor.from_checkpoint({str(checkpoint)!r})\n"
         f"p.predict(np.zeros((1, {SIZE}, {SIZE}, 3), np.uint8), np.eye(3, dtype=np.float32)[None])\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'lightning_fabric')]\n"
+        "loaded = [m for m in sys.modules\n"
+        "          if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'lightning_fabric')]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)

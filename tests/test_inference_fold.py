@@ -15,7 +15,12 @@ from torch import nn
 
 from handmesh.bench.model import stress_initialise
 from handmesh.models.inference_fold import (
-    FusedConv2d, InferenceAttentionBlock, InferenceRepMixerBlock, fold_conv_bn, fold_for_inference, onednn_available,
+    FusedConv2d,
+    InferenceAttentionBlock,
+    InferenceRepMixerBlock,
+    fold_conv_bn,
+    fold_for_inference,
+    onednn_available,
     set_conv_backend,
 )
 
@@ -62,7 +67,8 @@ def test_affine_ops_are_gone_and_blocks_are_twins(folded):
     assert kinds.count(InferenceRepMixerBlock) == 2 + 2 + 6  # fastvit_sa12 layers (2, 2, 6, 2): 3 RepMixer stages
     assert kinds.count(InferenceAttentionBlock) == 2
     assert nn.Conv2d not in kinds  # every convolution runs through FusedConv2d
-    gelu_fused = sum(1 for module in folded.modules() if isinstance(module, FusedConv2d) and module.activation == "gelu")
+    gelu_fused = sum(1 for module in folded.modules()
+                     if isinstance(module, FusedConv2d) and module.activation == "gelu")
     assert gelu_fused >= 12  # one fc1 per block, plus the stem / downsampling convs with GELU
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+
 from tiny_synth import tiny_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]

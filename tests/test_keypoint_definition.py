@@ -14,6 +14,7 @@ import torch
 from handmesh.data.synth import uv_scale_from_root
 from handmesh.mano import ManoLayer
 from handmesh.models.hand_model import HandModel
+
 from mano_numpy import axis_angle, freihand_keypoints, load_arrays, posed_vertices, write_perturbed
 
 
@@ -95,7 +96,8 @@ def test_the_writer_encodes_the_root_as_the_toolbox_decodes_it():
     rng = np.random.default_rng(0)
     root = np.stack([rng.uniform(-0.1, 0.1, 5), rng.uniform(-0.1, 0.1, 5), rng.uniform(0.3, 1.0, 5)], axis=1)
     K = np.tile(np.eye(3), (5, 1, 1))
-    K[:, 0, 0], K[:, 1, 1], K[:, :2, 2] = rng.uniform(400, 700, 5), rng.uniform(400, 700, 5), rng.uniform(90, 130, (5, 2))
+    K[:, 0, 0], K[:, 1, 1], K[:, :2, 2] = (rng.uniform(400, 700, 5), rng.uniform(400, 700, 5),
+                                           rng.uniform(90, 130, (5, 2)))
     uv_root, scale = uv_scale_from_root(root, K)
     for n in range(5):
         focal = 0.5 * (K[n, 0, 0] + K[n, 1, 1])

@@ -13,6 +13,7 @@ from handmesh.checkpoints import METADATA_KEY, read_checkpoint
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
 from handmesh.lit_module import HandMeshModule, warmup_cosine
+
 from tiny_synth import tiny_synthetic_set
 
 torch.set_num_threads(2)

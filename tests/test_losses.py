@@ -25,7 +25,8 @@ def test_keypoint_and_reprojection_losses_in_their_units():
     target = torch.zeros(2, 21, 3)
     assert keypoint_3d_loss(target + torch.tensor([0.01, 0.0, 0.0]), target).item() == pytest.approx(0.01 / 3)
     assert keypoint_3d_loss(target + 0.02, target).item() == pytest.approx(0.02)
-    assert reprojection_loss(torch.full((2, 21, 2), 10.0), torch.zeros(2, 21, 2), crop_size=100).item() == pytest.approx(0.1)
+    reprojection = reprojection_loss(torch.full((2, 21, 2), 10.0), torch.zeros(2, 21, 2), crop_size=100)
+    assert reprojection.item() == pytest.approx(0.1)
 
 
 def test_rotation_and_shape_losses_use_only_samples_with_mano():
@@ -53,7 +54,8 @@ def test_total_is_the_weighted_sum_and_zero_weights_drop_terms():
         pred_keypoints_rel=rand(2, 21, 3), pred_vertices_rel=rand(2, 778, 3), pred_keypoints_2d=rand(2, 21, 2) * 64,
         pred_pose=axis_angle_to_rotmat(rand(2, 16, 3)), pred_betas=rand(2, 10),
         target_keypoints_3d=rand(2, 21, 3), target_vertices=rand(2, 778, 3), target_keypoints_2d=rand(2, 21, 2) * 64,
-        target_pose=axis_angle_to_rotmat(rand(2, 16, 3)), target_betas=rand(2, 10), has_mano=torch.tensor([True, False]),
+        target_pose=axis_angle_to_rotmat(rand(2, 16, 3)), target_betas=rand(2, 10),
+        has_mano=torch.tensor([True, False]),
         crop_size=64, pred_keypoints_2d_heatmap=rand(2, 21, 2) * 64,
     )
     weights = LossWeights()
@@ -64,7 +66,8 @@ def test_total_is_the_weighted_sum_and_zero_weights_drop_terms():
     assert "keypoints_2d_heatmap" not in headless
     assert headless["total"].item() == pytest.approx(expected.item() - terms["keypoints_2d_heatmap"].item())
     # root-relative targets: moving the whole target hand changes nothing in 3D
-    shifted = dict(inputs, target_keypoints_3d=inputs["target_keypoints_3d"] + 1.0, target_vertices=inputs["target_vertices"] + 1.0)
+    shifted = dict(inputs, target_keypoints_3d=inputs["target_keypoints_3d"] + 1.0,
+                   target_vertices=inputs["target_vertices"] + 1.0)
     moved = hand_losses(**shifted, weights=weights)
     assert moved["keypoints_3d"].item() == pytest.approx(terms["keypoints_3d"].item())
     assert moved["vertices"].item() == pytest.approx(terms["vertices"].item())

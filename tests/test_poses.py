@@ -9,6 +9,7 @@ import torch
 
 from handmesh.mano import ManoLayer
 from handmesh.poses import POSE_NAMES, named_pose
+
 from mano_numpy import write_perturbed
 
 TIPS = (4, 8, 12, 16, 20)  # FreiHAND keypoints: thumb, index, middle, ring, pinky tips

@@ -175,8 +175,10 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
         for name, timing in latency.items():
             result.update(timing.as_dict(name))
 
-        with tqdm(total=config.throughput_runs, desc=f"bench model: batch {config.throughput_batch}", unit="round") as bar:
-            batch_timing = time_interleaved({name: (lambda e=engine: e.run(images, K)) for name, engine in engines.items()},
+        with tqdm(total=config.throughput_runs, desc=f"bench model: batch {config.throughput_batch}",
+                  unit="round") as bar:
+            batch_timing = time_interleaved({name: (lambda e=engine: e.run(images, K))
+                                             for name, engine in engines.items()},
                                             runs=config.throughput_runs, warmup=1, progress=bar.update)
         for name, timing in batch_timing.items():
             result[f"{name}_batch_ms"] = round(timing.median_ms, 3)
@@ -237,9 +239,10 @@ def format_table(result: dict) -> str:
     loads = [load for load in (result.get("load_average_start"), result.get("load_average_end")) if load is not None]
     busy = "; more runnable processes than cores: timings inflated, compare ratios" if loads and max(loads) > result[
         "cpu_count"] else ""
-    lines = [f"{result['encoder']} at {result['input_size']}x{result['input_size']}, whole model (encoder + regressor + "
-             f"MANO), {result['threads']} threads, {result['cpu']} ({result['cpu_count']} cores), torch {result['torch']}, "
-             f"onnxruntime {result['onnxruntime']}; median of {result['runs']} interleaved runs; 1-minute load average "
+    lines = [f"{result['encoder']} at {result['input_size']}x{result['input_size']}, whole model (encoder + "
+             f"regressor + MANO), {result['threads']} threads, {result['cpu']} ({result['cpu_count']} cores), "
+             f"torch {result['torch']}, onnxruntime {result['onnxruntime']}; median of {result['runs']} interleaved "
+             f"runs; 1-minute load average "
              f"{result.get('load_average_start')} -> {result.get('load_average_end')}{busy}",
              f"{'engine':<54} {'batch 1 ms':>10} {'speedup':>8} {'CPU ms':>8} {f'img/s @{batch}':>11} "
              f"{'max |dv| m':>11} {'run MiB':>8}"]
@@ -251,13 +254,14 @@ def format_table(result: dict) -> str:
             continue
         ms = result[f"{name}_ms"]
         cpu_ms = result.get(f"{name}_cpu_ms", float("nan"))
-        lines.append(f"{label:<54} {ms:>10.1f} {train / ms:>7.2f}x {cpu_ms:>8.0f} {result[f'{name}_images_per_s']:>11.2f} "
-                     f"{result[f'{name}_max_abs_diff_m']:>11.1e} {result.get(f'{name}_run_extra_mb', float('nan')):>8.0f}")
+        lines.append(f"{label:<54} {ms:>10.1f} {train / ms:>7.2f}x {cpu_ms:>8.0f} "
+                     f"{result[f'{name}_images_per_s']:>11.2f} {result[f'{name}_max_abs_diff_m']:>11.1e} "
+                     f"{result.get(f'{name}_run_extra_mb', float('nan')):>8.0f}")
     lines += [
         f"stages (reparameterised eager, batch 1): encoder {result['encoder_ms']:.1f} ms, regressor "
         f"{result['regressor_ms']:.2f} ms, MANO {result['mano_ms']:.2f} ms",
-        f"compute: {result['gflops']:.2f} GFLOP per image (train-time graph {result['train_time_gflops']:.2f}); fastest "
-        f"engine {result['best_engine']} reaches {result['best_gflops_per_s']:.0f} GFLOP/s = "
+        f"compute: {result['gflops']:.2f} GFLOP per image (train-time graph {result['train_time_gflops']:.2f}); "
+        f"fastest engine {result['best_engine']} reaches {result['best_gflops_per_s']:.0f} GFLOP/s = "
         f"{100 * result['best_share_of_matmul_peak']:.0f}% of this machine's float32 matmul rate "
         f"({result['matmul_peak_gflops']:.0f} GFLOP/s, 2048x2048, same run)",
         f"reparameterised {result['reparam_speedup']:.2f}x (target {TARGET_REPARAM_SPEEDUP}x), fastest engine "

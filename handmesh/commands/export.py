@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mano-dir", default=None,
                         help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE_M,
-                        help=f"largest allowed vertex difference from PyTorch, metres (default: {PARITY_TOLERANCE_M:g})")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the parity check (default: 2)")
+                        help="largest allowed vertex difference from PyTorch, metres "
+                             f"(default: {PARITY_TOLERANCE_M:g})")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for PyTorch and the parity check (default: 2)")
 
 
 def run(args: argparse.Namespace) -> int:

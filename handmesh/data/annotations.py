@@ -69,8 +69,8 @@ def load_annotation(
         array = np.load(target, mmap_mode="r")
     if array.shape[1:] != tuple(entry_shape) or array.dtype != np.float32:
         raise DataError(
-            f"cache {target} holds {array.dtype} {array.shape}, expected float32 (N, {', '.join(map(str, entry_shape))}); "
-            "delete it so it is rebuilt from the JSON."
+            f"cache {target} holds {array.dtype} {array.shape}, "
+            f"expected float32 (N, {', '.join(map(str, entry_shape))}); delete it so it is rebuilt from the JSON."
         )
     return array
 
@@ -92,7 +92,8 @@ def _build_cache(json_path: Path, target: Path, entry_shape: tuple[int, ...], pr
         with os.fdopen(raw_handle, "wb") as raw:
             count = _stream_entries(json_path, entry_shape, raw, progress)
         if count == 0:
-            raise DataError(f"{json_path} holds an empty list; expected one entry per sample. Re-download or regenerate it.")
+            raise DataError(f"{json_path} holds an empty list; expected one entry per sample. "
+                            "Re-download or regenerate it.")
         _raw_to_npy(Path(raw_name), target, (count, *entry_shape))
     finally:
         Path(raw_name).unlink(missing_ok=True)
@@ -128,14 +129,15 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
     carry = b""  # text after the last complete entry (or after the opening bracket), not yet parsed
     opened = closed = False
     count = 0
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}", disable=not progress, leave=False,
-               delay=1.0)
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}", disable=not progress,
+               leave=False, delay=1.0)
     with open(json_path, "rb") as handle:
         while block := handle.read(_BLOCK_BYTES):
             bar.update(len(block))
             if closed:
                 if block.strip():
-                    raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. Re-download it.")
+                    raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. "
+                                    "Re-download it.")
                 continue
             start = 0
             if not opened:
@@ -161,7 +163,8 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
                 count += _parse_run(carry + block[start:close], json_path, entry_shape, count, raw)
                 carry, closed = block[close + 1 :], True
                 if carry.strip():
-                    raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. Re-download it.")
+                    raise DataError(f"{json_path} has text after its closing bracket; expected one JSON list. "
+                                    "Re-download it.")
             elif len(ends):
                 last = int(ends[-1])
                 count += _parse_run(carry + block[start : last + 1], json_path, entry_shape, count, raw)
@@ -170,7 +173,8 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
                 carry += block[start:]
     bar.close()
     if not opened:
-        raise DataError(f"{json_path} is empty: expected a JSON list with one entry per sample. Re-download or regenerate it.")
+        raise DataError(f"{json_path} is empty: expected a JSON list with one entry per sample. "
+                        "Re-download or regenerate it.")
     if not closed:
         raise DataError(
             f"{json_path} ends before its list is closed (bracket depth {depth}): the file looks truncated. "

@@ -20,8 +20,8 @@ class FreiHANDDataModule(pl.LightningDataModule):
     """root: the FreiHAND_pub_v2 folder (real or from `handmesh synth`). augment switches training augmentation on;
     the strength arguments left at None take `Augmentation`'s defaults (0 turns a part off). seed makes shuffling and
     the per-worker augmentation streams reproducible (DataLoader seeds worker w with base_seed + w; items draw their
-    augmentation from that torch stream). Batches are dicts of tensors (see FreiHANDDataset), each built by a worker in one
-    block of memory and handed over whole (`batch.collate_items`); `image` NCHW-contiguous.
+    augmentation from that torch stream). Batches are dicts of tensors (see FreiHANDDataset), each built by a worker in
+    one block of memory and handed over whole (`batch.collate_items`); `image` NCHW-contiguous.
     """
 
     def __init__(
@@ -55,7 +55,8 @@ class FreiHANDDataModule(pl.LightningDataModule):
         strengths = dict(scale=scale, rotation_deg=rotation_deg, translate=translate, color_jitter=color_jitter,
                          blur_prob=blur_prob, occlusion_prob=occlusion_prob)
         self.augmentation = (
-            dataclasses.replace(Augmentation(), **{k: v for k, v in strengths.items() if v is not None}) if augment else None
+            dataclasses.replace(Augmentation(), **{k: v for k, v in strengths.items() if v is not None})
+            if augment else None
         )
         self.train_set: FreiHANDDataset | None = None
         self.val_set: FreiHANDDataset | None = None

@@ -83,7 +83,8 @@ def validation_ids(num_unique: int, val_fraction: float) -> np.ndarray:
     """Sorted unique sample ids held out for validation: a fixed random permutation's first share (so a larger
     fraction holds out a superset). At least one sample on each side when 0 < val_fraction < 1."""
     if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction is {val_fraction}, expected a share in [0, 1); e.g. 0.05 holds out 5% of samples.")
+        raise DataError(f"val_fraction is {val_fraction}, expected a share in [0, 1); "
+                        "e.g. 0.05 holds out 5% of samples.")
     if val_fraction == 0.0 or num_unique < 2:
         return np.zeros(0, dtype=np.int64)
     count = min(max(1, round(num_unique * val_fraction)), num_unique - 1)
@@ -156,9 +157,10 @@ class FreiHANDDataset(Dataset):
     `collate_fn=handmesh.data.batch.collate_items` to hand that block over whole (the same batch dict, ~4x less
     hand-over work than `default_collate`'s 11 tensors).
 
-    subset: "all" images, or the "train" / "val" share of the training split, held out by unique sample id (all versions
-    of a sample on one side; see `validation_ids`). augment: an `Augmentation` for training, None for plain crops.
-    on_bad_image: "raise" a DataError naming an unreadable JPEG, or "skip" it (warn, count in `skipped`, serve the next).
+    subset: "all" images, or the "train" / "val" share of the training split, held out by unique sample id (all
+    versions of a sample on one side; see `validation_ids`). augment: an `Augmentation` for training, None for plain
+    crops. on_bad_image: "raise" a DataError naming an unreadable JPEG, or "skip" it (warn, count in `skipped`, serve
+    the next).
     """
 
     def __init__(
@@ -294,7 +296,8 @@ class FreiHANDDataset(Dataset):
                 "skip such images (they are counted and warned about)."
             )
         self.skipped.append(str(path))
-        warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)")
+        warnings.warn(f"skipping image {path}: it {problem} ({len(self.skipped)} skipped so far in this process)",
+                      stacklevel=2)
         return None
 
     def _fill_image(self, planes: np.ndarray, index: int, image: np.ndarray, draws: AugmentationDraws | None,

@@ -81,12 +81,13 @@ class ViewRange:
 
     def __post_init__(self):
         if not (0.0 <= self.back_fraction <= 1.0 and 0.0 <= self.max_roll_deg <= 180.0):
-            raise DataError(f"view range back_fraction={self.back_fraction}, max_roll_deg={self.max_roll_deg}: expected "
-                            "a fraction in [0, 1] and an angle in [0, 180] degrees; pass --back-fraction and "
+            raise DataError(f"view range back_fraction={self.back_fraction}, max_roll_deg={self.max_roll_deg}: "
+                            "expected a fraction in [0, 1] and an angle in [0, 180] degrees; pass --back-fraction and "
                             "--max-roll within those ranges.")
 
 
-def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray, views: ViewRange = ViewRange()) -> np.ndarray:
+def sample_global_rotation(rng: np.random.Generator, canonical: np.ndarray,
+                           views: ViewRange = ViewRange()) -> np.ndarray:
     """(3, 3) model -> camera rotation. `canonical` turns the model's palm toward the camera with fingers up; then the
     back is shown for `views.back_fraction` of the samples, the hand tilts (pitch ~ N(0, 25 deg), yaw ~ N(0, 35 deg),
     clipped) and rolls in the image plane within `views.max_roll_deg`. (Larger pitches point the forearm at the
@@ -161,7 +162,9 @@ def _sample_pose(rng: np.random.Generator, layer: ManoLayer, canonical: np.ndarr
     global_orient = cv2.Rodrigues(rotation)[0].reshape(3)
     betas = np.clip(rng.normal(0, 1, NUM_BETAS), -2.5, 2.5)
     focal = rng.uniform(*FOCAL_RANGE)
-    K = np.array([[focal, 0, IMAGE_SIZE / 2 + rng.normal(0, 2)], [0, focal, IMAGE_SIZE / 2 + rng.normal(0, 2)], [0, 0, 1]])
+    K = np.array([[focal, 0, IMAGE_SIZE / 2 + rng.normal(0, 2)],
+                  [0, focal, IMAGE_SIZE / 2 + rng.normal(0, 2)],
+                  [0, 0, 1]])
     fill = rng.uniform(*FILL_RANGE)
     centre = (IMAGE_SIZE - 1) / 2 + rng.normal(0, 0.03 * IMAGE_SIZE, 2)
     return np.concatenate([global_orient, fingers]), betas, K, fill, centre
@@ -210,7 +213,8 @@ class _HandModel:
 
 def _annotate_split(model: _HandModel, split: str, count: int, seed: int, views: ViewRange) -> dict[str, np.ndarray]:
     """The whole split's FreiHAND annotations (K, mano, xyz, verts, scale), decoded through MANO in batches."""
-    parts = [_annotate_batch(model.layer, [sample_rng(seed, split, i, 0) for i in range(start, min(count, start + _BATCH))],
+    parts = [_annotate_batch(model.layer,
+                             [sample_rng(seed, split, i, 0) for i in range(start, min(count, start + _BATCH))],
                              model.canonical, model.spread, views) for start in range(0, count, _BATCH)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
@@ -239,8 +243,8 @@ def _stale_reason(existing: dict, settings: dict) -> str | None:
 
 
 def _readme(info: dict) -> str:
-    warning = "made with the STAND-IN hand model, not MANO: shapes and poses are illustrative" if info["is_standin"] else (
-        "made with MANO")
+    warning = ("made with the STAND-IN hand model, not MANO: shapes and poses are illustrative" if info["is_standin"]
+               else "made with MANO")
     return (
         "SYNTHETIC data in FreiHAND_pub_v2's layout, rendered by `handmesh synth` - not FreiHAND.\n"
         f"Hand model: {info['hand_model']} ({warning}).\n"
@@ -294,7 +298,8 @@ def synthesize(
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         if not (partial / PARTIAL_TAG).exists():
-            raise DataError(f"{partial} exists but is not an interrupted `handmesh synth` run; remove it or choose another --out.")
+            raise DataError(f"{partial} exists but is not an interrupted `handmesh synth` run; "
+                            "remove it or choose another --out.")
         log(f"removing {partial}, left by an interrupted run")
         shutil.rmtree(partial)
     try:

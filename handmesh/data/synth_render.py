@@ -139,7 +139,8 @@ _ARM_DISTANCES = (0.0, 0.015, 0.04, 0.08, 0.14, 0.22, 0.32)
 _ARM_SCALES = (1.0, 1.02, 1.05, 1.09, 1.14, 1.18, 1.2)
 
 
-def dress(skin: SkinModel, vertices: np.ndarray, keypoints: np.ndarray, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dress(skin: SkinModel, vertices: np.ndarray, keypoints: np.ndarray,
+          look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hand as rendered: skin tones on the mesh plus a forearm (optionally sleeved) out of the wrist opening.
 
     vertices (778, 3), keypoints (21, 3) camera frame metres -> (vertices (N, 3), faces (F, 3), colours (N, 3) RGB).
@@ -173,7 +174,8 @@ def dress(skin: SkinModel, vertices: np.ndarray, keypoints: np.ndarray, look: Lo
         quads.append(np.stack([near, nxt_far, far], axis=1))
     arm_faces = np.concatenate(quads)
     first = all_vertices[arm_faces[len(arm_faces) // 2]]  # (3, 3): a face in the middle of the forearm
-    outward = np.cross(first[1] - first[0], first[2] - first[0]) @ (first.mean(axis=0) - centre - axis * axis.dot(first.mean(axis=0) - centre))
+    outward = np.cross(first[1] - first[0], first[2] - first[0]) @ (
+        first.mean(axis=0) - centre - axis * axis.dot(first.mean(axis=0) - centre))
     if outward < 0:  # wind the forearm's triangles so that their normals point out of it, like the hand's
         arm_faces = arm_faces[:, ::-1]
     arm_colours = np.concatenate([np.tile(colour, (count, 1)) for colour in ring_colours[1:]])
@@ -209,10 +211,12 @@ class HandScene:
         pose[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
         return pose
 
-    def render(self, vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, K: np.ndarray, look: Look) -> HandLayer:
+    def render(self, vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, K: np.ndarray,
+               look: Look) -> HandLayer:
         """vertices (N, 3) metres camera frame, faces (F, 3), colours (N, 3) RGB in [0, 1] (see `dress`), K (3, 3)."""
         pyrender = self._pyrender
-        linear = np.clip(colours, 0, 1) ** 2.2  # pyrender shades vertex colours as linear RGB and gamma-encodes the output
+        # pyrender shades vertex colours as linear RGB and gamma-encodes the output
+        linear = np.clip(colours, 0, 1) ** 2.2
         colours = np.concatenate([linear, np.ones((len(linear), 1))], axis=1).astype(np.float32)
         positions = (vertices @ _OPENGL_FROM_OPENCV.T).astype(np.float32)
         normals = vertex_normals(positions.astype(np.float64), faces)  # (N, 3) area-weighted, not unit

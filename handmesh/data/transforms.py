@@ -31,7 +31,8 @@ class Augmentation:
     scale: float = 0.15  # zoom factor drawn from [1 - scale, 1 + scale] (log-uniform), about the image centre
     rotation_deg: float = 60.0  # in-plane rotation angle drawn from [-rotation_deg, rotation_deg]
     translate: float = 0.06  # shift of the crop drawn from [-translate, translate] x crop size, per axis
-    color_jitter: float = 0.3  # brightness, contrast and saturation factors in [1 - j, 1 + j]; hue shift up to 18 j degrees
+    # brightness, contrast and saturation factors in [1 - j, 1 + j]; hue shift up to 18 j degrees
+    color_jitter: float = 0.3
     blur_prob: float = 0.15  # chance of a Gaussian blur with sigma in [0.4, 1.6] x crop size / 224
     occlusion_prob: float = 0.15  # chance of a random rectangle over part of the hand
     occlusion_size: float = 0.3  # its side, up to this fraction of the crop size

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, metavar="N",
                         help="run mediapipe every N frames (or when a hand is lost) and follow the hands from the "
                              f"model's keypoints in between; 1: every frame (default: {DEFAULT_DETECT_EVERY})")
-    parser.add_argument("--max-hands", type=int, default=None, help="hands to find (default: 2 with mediapipe, 1 tracker)")
+    parser.add_argument("--max-hands", type=int, default=None,
+                        help="hands to find (default: 2 with mediapipe, 1 tracker)")
     parser.add_argument("--hand", choices=("right", "left"), default="right", help="side of the tracked hand (tracker)")
     parser.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
                         help="the camera's pixel intrinsics (default: f = max(W, H), centred principal point)")
@@ -116,8 +117,8 @@ def load_predictor(checkpoint: str | Path | None, mano_dir: str | None, engine: 
     if checkpoint is None and DEFAULT_CHECKPOINT.is_file():
         checkpoint = DEFAULT_CHECKPOINT
     if checkpoint is None:
-        print(f"no --checkpoint and no {DEFAULT_CHECKPOINT}: running an UNTRAINED model (train one with `make quickstart`)",
-              file=sys.stderr)
+        print(f"no --checkpoint and no {DEFAULT_CHECKPOINT}: running an UNTRAINED model "
+              "(train one with `make quickstart`)", file=sys.stderr)
         return Predictor.untrained(mano_dir=mano_dir, engine=engine, threads=threads)
     return Predictor.from_checkpoint(checkpoint, mano_dir=mano_dir, engine=engine, threads=threads)
 
@@ -133,7 +134,8 @@ def model_warnings(predictor) -> list[str]:
 
 def open_window(width: int, height: int) -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise HandmeshError("no display to open a window on (DISPLAY is not set); run headless: --no-window --out out.mp4")
+        raise HandmeshError("no display to open a window on (DISPLAY is not set); "
+                            "run headless: --no-window --out out.mp4")
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)  # resizable; starts at the frame's size
         cv2.resizeWindow(WINDOW, width, height)
@@ -194,7 +196,8 @@ class DemoApp:
 
     def _renderer(self) -> OverlayRenderer:
         """Called in the render thread, which owns the GL context."""
-        renderer = OverlayRenderer(self.source.width, self.source.height, self.K, self.args.renderer, self.args.side_view)
+        renderer = OverlayRenderer(self.source.width, self.source.height, self.K, self.args.renderer,
+                                   self.args.side_view)
         self.renderer_backend = renderer.backend
         return renderer
 

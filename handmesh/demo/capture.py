@@ -149,7 +149,8 @@ class ImageFolderSource:
             self._first = self._load(self._paths.pop(0))
         if self._first is None:
             raise HandmeshError(
-                f"no readable image in {description}: expected JPEG/PNG files OpenCV decodes; check the files are complete"
+                f"no readable image in {description}: expected JPEG/PNG files OpenCV decodes; "
+                "check the files are complete"
             )
         self.height, self.width = self._first.shape[:2]
         self.frame_count = 1 + len(self._paths)
@@ -195,7 +196,8 @@ def open_source(spec: str, notify: Callable[[str], None] = _stderr):
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise HandmeshError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}; expected a folder of frames")
+            raise HandmeshError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}; "
+                                "expected a folder of frames")
         return ImageFolderSource(images, f"{len(images)} images in {path}", notify)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:

@@ -5,8 +5,8 @@ z forward, metres) and is the same for the full frame and every crop: a crop onl
 
 Left hands: the model reconstructs right hands. A left hand's crop is flipped horizontally, which is the image of the
 mirrored world (x -> -x), where the hand is a right hand. With A the (3, 3) affine full-frame px -> flipped-crop px and
-M = diag(-1, 1, 1), the mirrored world is seen through K_model = A @ K_full @ M, a proper camera (fx > 0) whose principal
-point is cx_crop -> (S - 1) - cx_crop. The model's outputs are mapped back with x -> -x in 3D and A^-1 in 2D.
+M = diag(-1, 1, 1), the mirrored world is seen through K_model = A @ K_full @ M, a proper camera (fx > 0) whose
+principal point is cx_crop -> (S - 1) - cx_crop. The model's outputs are mapped back with x -> -x in 3D and A^-1 in 2D.
 """
 
 from __future__ import annotations

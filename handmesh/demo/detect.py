@@ -54,6 +54,11 @@ def is_left_from_mediapipe(label: str) -> bool:
     return label == "Right"
 
 
+def _centre_distance(a: Detection, b: Detection) -> float:
+    """Distance between the centres of two detections' boxes, px."""
+    return np.hypot(a.box.cx - b.box.cx, a.box.cy - b.box.cy)
+
+
 class TrackMatcher:
     """Gives detections stable ids: each takes the nearest same-side box of the previous frame (within its size)."""
 
@@ -68,9 +73,8 @@ class TrackMatcher:
         assigned = []
         for detection in sorted(detections, key=lambda d: -d.score):
             candidates = [p for p in free if p.is_left == detection.is_left]
-            distance = lambda p: np.hypot(p.box.cx - detection.box.cx, p.box.cy - detection.box.cy)  # noqa: E731
-            match = min(candidates, key=distance, default=None)
-            if match is not None and distance(match) < match.box.size:
+            match = min(candidates, key=lambda p: _centre_distance(p, detection), default=None)
+            if match is not None and _centre_distance(match, detection) < match.box.size:
                 free.remove(match)
                 track_id = match.track_id
             else:
@@ -113,7 +117,8 @@ class MediaPipeDetector:
         for landmarks, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
             points = np.array([(p.x * width, p.y * height) for p in landmarks.landmark])  # (21, 2) px
             best = handedness.classification[0]
-            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label), best.score))
+            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label),
+                                        best.score))
         return self._matcher.assign(detections)
 
     def update(self, hands: list[HandEstimate]) -> None:

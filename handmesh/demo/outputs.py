@@ -37,12 +37,14 @@ def mesh_bytes(hand: HandEstimate, mesh_format: str) -> bytes | str:
 
 
 class VideoRecorder:
-    """cv2.VideoWriter (mp4v) into a partial file; `close()` renames it to `path` if it holds a frame, else deletes it."""
+    """cv2.VideoWriter (mp4v) into a partial file; `close()` renames it to `path` if it holds a frame, else deletes
+    it."""
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]):
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise HandmeshError(f"video output {self.path}: expected a name ending in one of {', '.join(VIDEO_SUFFIXES)}")
+            raise HandmeshError(f"video output {self.path}: expected a name ending in one of "
+                                f"{', '.join(VIDEO_SUFFIXES)}")
         if not self.path.parent.is_dir():
             raise HandmeshError(f"video output {self.path}: folder {self.path.parent} does not exist; create it first")
         self.size = size  # (width, height) px
@@ -51,7 +53,8 @@ class VideoRecorder:
         self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             self._partial.unlink(missing_ok=True)
-            raise HandmeshError(f"could not open {self.path} for writing: expected a writable folder; check permissions")
+            raise HandmeshError(f"could not open {self.path} for writing: expected a writable folder; "
+                                "check permissions")
 
     def write(self, image: np.ndarray) -> None:
         """image (H, W, 3) uint8 RGB, of the size given at the start."""

@@ -2,8 +2,9 @@
 
 Stages overlap, so the frame rate is set by the slowest stage, not by their sum: torch, OpenCV and the GL renderer
 release the GIL while they work (a small model's Python between ops still waits for it when another stage runs Python,
-so on two cores the rate falls somewhat short of the slowest stage's; see `handmesh bench --what demo`). Frames stay in order. Files: every frame is processed (a full queue blocks the
-stage before it). A live camera: the capture keeps only the newest frame, so stale frames are dropped, not queued.
+so on two cores the rate falls somewhat short of the slowest stage's; see `handmesh bench --what demo`). Frames stay
+in order. Files: every frame is processed (a full queue blocks the stage before it). A live camera: the capture keeps
+only the newest frame, so stale frames are dropped, not queued.
 When the detector needs the previous frame's outputs (the box tracker, and MediaPipe with detect-then-track,
 `handmesh.demo.tracking`), detection runs inside the infer stage. For frames that arrive one at a time, the same
 stages without threads: `handmesh.demo.frames.FrameProcessor`.

@@ -20,13 +20,12 @@ from handmesh.geometry import (
     weak_perspective_to_translation,
 )
 from handmesh.joints import NUM_KEYPOINTS, NUM_POSE_PARAMS, ROOT_KEYPOINT
-
-NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
 from handmesh.mano import ManoLayer
 from handmesh.models.encoder import Encoder
-from handmesh.models.keypoint_head import STAGE as KEYPOINT_STAGE
-from handmesh.models.keypoint_head import KeypointHead
+from handmesh.models.keypoint_head import STAGE as KEYPOINT_STAGE, KeypointHead
 from handmesh.models.regressor import build_regressor
+
+NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
 
 # A typical weak-perspective camera (s, tx, ty) for a hand centred in the crop: on `handmesh synth` data (FreiHAND-like
 # focal lengths of 500-700 px at 224 px, hands spanning 40-70% of the image) the ground truth has s = 6.8 +- 1.6

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from timm.models.fastvit import (
-    Attention, AttentionBlock, ConvMlp, LayerScale2d, MobileOneBlock, RepMixer, RepMixerBlock, ReparamLargeKernelConv,
+    Attention,
+    AttentionBlock,
+    ConvMlp,
+    LayerScale2d,
+    MobileOneBlock,
+    ReparamLargeKernelConv,
+    RepMixer,
+    RepMixerBlock,
 )
 from torch import nn
 
@@ -110,7 +117,8 @@ class FusedConv2d(nn.Module):
                 return torch.ops.mkldnn._convolution_pointwise_.binary(
                     residual, x, weight, self.bias, *conv_args, "add", None, None, [], None)
             algorithm = "none" if self.activation == "gelu" else ""
-            return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *conv_args, self.activation, [], algorithm)
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *conv_args, self.activation, [],
+                                                           algorithm)
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             return residual + y if torch.is_grad_enabled() else residual.add_(y)

@@ -126,7 +126,8 @@ class _Cone:
         along = rel @ direction
         squash = rel @ self.dorsal
         s = np.clip(along / length, 0.0, 1.0)
-        offset = rel + squash[:, None] * ((1.0 / self.thickness - 1.0) * self.dorsal) - (s * length)[:, None] * direction
+        offset = (rel + squash[:, None] * ((1.0 / self.thickness - 1.0) * self.dorsal)
+                  - (s * length)[:, None] * direction)
         return np.sqrt(np.einsum("ij,ij->i", offset, offset)) - (self.ra + (self.rb - self.ra) * s)
 
     def lower_bound(self, p: np.ndarray) -> np.ndarray:

@@ -59,6 +59,22 @@ def test_ma36_fast_dev_run_with_a_small_input(root, tmp_path):
     assert main(args) == 0
 
 
+def test_a_short_run_leaves_best_last_and_logs_in_its_run_folder(root, tmp_path, monkeypatch, capsys):
+    """Run from outside the repository: the loggers follow default_root_dir, and a run that stops before its first
+    scheduled validation (975) validates at its last step, so best.ckpt exists."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = _tiny(root, run, "--trainer.max_steps", "3", "--model.warmup_steps", "1")
+    args = [a for a in args if a not in ("--trainer.logger", "false")]  # the config's TensorBoard and CSV loggers
+    assert main(["fit", "--config", str(REPO / QUICKSTART), *args]) == 0
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 3
+    assert list((run / "tensorboard").glob("version_0/events.*")) and (run / "csv" / "version_0" / "metrics.csv").is_file()
+    assert not (tmp_path / "runs").exists()
+    err = capsys.readouterr().err
+    assert f"checkpoints in {run / 'checkpoints'}" in err and str(run / "csv" / "version_0") in err
+
+
 def test_print_config_shows_merged_overrides(root, tmp_path, capsys):
     code = main(["fit", "--config", QUICKSTART, "--data.root", "/some/where", "--data.batch_size", "3",
                  "--mano-dir", str(tmp_path), "--model.input_size", "96", "--print_config"])

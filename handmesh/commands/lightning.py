@@ -37,6 +37,21 @@ class HandmeshCLI(LightningCLI):
                             help="save checkpoints/last.ckpt every this many minutes of training (0: only at "
                                  "validation, at the end and when stopped by SIGTERM / SIGINT)")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parses, then gives loggers configured without a `save_dir` (TensorBoard, CSV) the run folder,
+        `trainer.default_root_dir`, before checking the configuration."""
+        self.config = parser.parse_args(args, _skip_validation=True)
+        trainer = self.config[self.config.subcommand].trainer
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
+                init_args.save_dir = trainer.default_root_dir or "."
+        try:
+            parser.validate(self.config)
+        except (TypeError, KeyError) as error:
+            parser.error(str(error))
+
     def _parse_ckpt_path(self) -> None:
         """Check a checkpoint file before LightningCLI reads its hyper-parameters, so a corrupt or foreign file is a
         clear CheckpointError. Its saved network settings become the model's; ImageNet weights are not loaded again

@@ -7,6 +7,7 @@ Each command module exposes `add_arguments(parser)` and `run(args) -> int`. Ligh
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
-            parser.print_help(sys.stderr)
-            print(f"\nhandmesh: unknown command {argv[0]!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+            close = difflib.get_close_matches(argv[0], COMMANDS, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            print(f"handmesh: unknown command {argv[0]!r}; {hint}expected one of: {', '.join(COMMANDS)} "
+                  "(`handmesh --help` describes them)", file=sys.stderr)
             return 2
         parser.print_help()
         return 0

@@ -14,19 +14,16 @@ DEFAULT_OUT = "data/synthetic_freihand"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from handmesh.data.synth import ViewRange
-
-    views = ViewRange()
     parser.add_argument("--mano-dir", default=None,
                         help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--train", type=int, default=2000, help="unique training samples (each written in 4 versions)")
     parser.add_argument("--eval", type=int, default=400, help="evaluation samples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--back-fraction", type=float, default=views.back_fraction,
-                        help=f"share of samples showing the back of the hand (default {views.back_fraction})")
-    parser.add_argument("--max-roll", type=float, default=views.max_roll_deg,
-                        help=f"largest in-plane roll, degrees (default {views.max_roll_deg:g}: any angle)")
+    parser.add_argument("--back-fraction", type=float, default=None,
+                        help="share of samples showing the back of the hand (default: FreiHAND's, half)")
+    parser.add_argument("--max-roll", type=float, default=None,
+                        help="largest in-plane roll, degrees (default: FreiHAND's, any angle)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
@@ -52,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from handmesh.data.synth import ViewRange, synthesize
     from handmesh.mano_file import FILE_NAMES, resolve_mano_dir
 
-    views = ViewRange(back_fraction=args.back_fraction, max_roll_deg=args.max_roll)
+    given = {"back_fraction": args.back_fraction, "max_roll_deg": args.max_roll}
+    views = ViewRange(**{name: value for name, value in given.items() if value is not None})
     if not args.overwrite:
         source = resolve_mano_dir(args.mano_dir)
         sha1 = hashlib.sha1((source.directory / FILE_NAMES["right"]).read_bytes()).hexdigest()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from handmesh.errors import HandmeshError
 
+VERBOSE_ENV = "HANDMESH_VERBOSE"  # "1": messages add their details (`handmesh -v`); worker processes inherit it
+
 
 def positive_finite(value: float, option: str) -> float:
     """`value` as a float when it is finite and > 0; a HandmeshError naming `option` otherwise."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from handmesh.cli_values import VERBOSE_ENV
 from handmesh.errors import ManoFileError
 from handmesh.joints import MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_VERTICES
 
@@ -249,9 +250,14 @@ class ManoSource:
     is_standin: bool
     reason: str  # how it was chosen, for messages
 
-    def describe(self) -> str:
+    def describe(self, verbose: bool | None = None) -> str:
+        """One line; with `verbose` (default: $HANDMESH_VERBOSE is 1) a stand-in's line adds how to get MANO."""
+        verbose = os.environ.get(VERBOSE_ENV) == "1" if verbose is None else verbose
         kind = "the handmesh STAND-IN hand model (not MANO: results are illustrative)" if self.is_standin else "MANO"
-        return f"hand model: {kind} from {self.directory} ({self.reason})"
+        line = f"hand model: {kind} from {self.directory.absolute()} ({self.reason})"
+        if not self.is_standin:
+            return line
+        return f"{line}. {HOW_TO_GET_MANO}" if verbose else f"{line}; -v says how to get MANO"
 
 
 def _standin_version_of(path: Path) -> int | None:
@@ -333,7 +339,7 @@ def resolve_mano_dir(
     current, why = _standin_is_current(standin)
     if not current:
         _write_default_standin(standin, why)
-    return ManoSource(standin, True, f"no MANO in {directory}; {HOW_TO_GET_MANO}")
+    return ManoSource(standin, True, f"no MANO in {directory.absolute()}")
 
 
 def _models_folder(directory: Path) -> Path:

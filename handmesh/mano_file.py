@@ -20,9 +20,10 @@ import scipy.sparse
 from handmesh.cli_values import VERBOSE_ENV
 from handmesh.errors import ManoFileError
 from handmesh.joints import MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_VERTICES
+from handmesh.paths import repo_path
 
-DEFAULT_MANO_DIR = Path("data/mano")  # where users put mano_v1_2/models/MANO_*.pkl (or its contents)
-DEFAULT_STANDIN_DIR = Path("data/mano_standin")  # where the stand-in is written when no MANO is found
+DEFAULT_MANO_DIR = repo_path("data/mano")  # where users put mano_v1_2/models/MANO_*.pkl (or its contents)
+DEFAULT_STANDIN_DIR = repo_path("data/mano_standin")  # where the stand-in is written when no MANO is found
 MANO_DIR_ENV = "HANDMESH_MANO_DIR"
 STANDIN_KEY = "handmesh_standin"  # extra key that marks the stand-in model's files
 STANDIN_VERSION_KEY = "handmesh_standin_version"  # extra key: the stand-in's STANDIN_VERSION (absent before 2)
@@ -31,7 +32,8 @@ REGRESSOR_ROW_SUM_TOLERANCE = 1e-3  # each J_regressor row is a weighted mean of
 FILE_NAMES = {"right": "MANO_RIGHT.pkl", "left": "MANO_LEFT.pkl"}
 HOW_TO_GET_MANO = (
     "Download MANO from https://mano.is.tue.mpg.de (free registration), unpack it and copy "
-    "mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into data/mano/ (or pass --mano-dir / set HANDMESH_MANO_DIR). "
+    f"mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into {DEFAULT_MANO_DIR}/ (or pass --mano-dir / set "
+    "HANDMESH_MANO_DIR). "
     "Without MANO, `handmesh standin` writes a stand-in model in MANO's format."
 )
 

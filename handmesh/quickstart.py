@@ -30,6 +30,7 @@ from handmesh.errors import HandmeshError, message
 from handmesh.inference import Predictor
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.overlays import write_overlays
+from handmesh.paths import repo_path
 from handmesh.predjson import read_eval_ground_truth, write_atomic, write_pred_json
 
 GOAL_RATIO = 0.75  # PA-MPJPE at most this share of the mean-pose baseline's
@@ -44,13 +45,14 @@ TABLE_KEYS = (("pa_mpjpe_mm", "PA-MPJPE mm"), ("pa_mpvpe_mm", "PA-MPVPE mm"), ("
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m handmesh.quickstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder (default: runs/quickstart)")
-    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic_freihand"),
+    parser.add_argument("--out", type=Path, default=repo_path("runs/quickstart"),
+                        help="run folder (default: runs/quickstart in the checkout)")
+    parser.add_argument("--data-root", type=Path, default=repo_path("data/synthetic_freihand"),
                         help="synthetic FreiHAND folder, rendered when absent (default: data/synthetic_freihand)")
     parser.add_argument("--train", type=int, default=2400, help="unique synthetic training samples (default: 2400)")
     parser.add_argument("--eval", type=int, default=240, help="synthetic evaluation samples (default: 240)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default: 0)")
-    parser.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"), help="training recipe")
+    parser.add_argument("--config", type=Path, default=repo_path("configs/quickstart.yaml"), help="training recipe")
     parser.add_argument("--mano-dir", default=None, help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
     parser.add_argument("--overlays", type=int, default=8, help="evaluation images to render with their meshes (default: 8)")
     parser.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],

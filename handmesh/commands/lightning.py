@@ -26,8 +26,9 @@ from handmesh.checkpoints import metadata, read_checkpoint
 from handmesh.data.datamodule import FreiHANDDataModule
 from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
+from handmesh.paths import here_or_in_repo
 
-ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nested options
+ALIASES = {"--mano-dir": "--model.mano_dir", "--data-root": "--data.root", "--batch-size": "--data.batch_size"}  # short top-level spellings of nested options
 
 
 class HandmeshCLI(LightningCLI):
@@ -41,7 +42,14 @@ class HandmeshCLI(LightningCLI):
         """Parses, then gives loggers configured without a `save_dir` (TensorBoard, CSV) the run folder,
         `trainer.default_root_dir`, before checking the configuration."""
         self.config = parser.parse_args(args, _skip_validation=True)
-        trainer = self.config[self.config.subcommand].trainer
+        config = self.config[self.config.subcommand]
+        if config.data.root is not None:  # a relative data folder missing here is the checkout's, when it has one
+            root = here_or_in_repo(config.data.root)
+            if root != Path(config.data.root).absolute():
+                print(f"handmesh {self.config.subcommand}: data {root} (no {config.data.root} in the current folder)",
+                      file=sys.stderr)
+            config.data.root = str(root)
+        trainer = config.trainer
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
             init_args = getattr(logger, "init_args", None)
@@ -79,15 +87,27 @@ class HandmeshCLI(LightningCLI):
 
 
 def expand_aliases(argv: list[str]) -> list[str]:
-    """`--mano-dir X` / `--mano-dir=X` -> `--model.mano_dir X` (and the other ALIASES)."""
+    """`--mano-dir X` / `--mano-dir=X` -> `--model.mano_dir X` (and the other ALIASES); a relative `--config` file
+    missing in the current folder is the checkout's (configs/...), named in full."""
     expanded = []
-    for argument in argv:
+    for index, argument in enumerate(argv):
         name, equals, value = argument.partition("=")
         if name in ALIASES:
             expanded.append(ALIASES[name] + equals + value)
+        elif name in ("--config", "-c") and (equals or index + 1 < len(argv)):
+            expanded.append(name + equals + _config_path(value) if equals else argument)
+        elif index > 0 and argv[index - 1] in ("--config", "-c"):
+            expanded.append(_config_path(argument))
         else:
             expanded.append(argument)
     return expanded
+
+
+def _config_path(path: str) -> str:
+    resolved = here_or_in_repo(path)
+    if resolved != Path(path).expanduser().absolute():
+        print(f"handmesh: config {resolved} (no {path} in the current folder)", file=sys.stderr)
+    return str(resolved)
 
 
 def run_lightning(name: str, argv: list[str]) -> int:

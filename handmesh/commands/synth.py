@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 from handmesh.errors import HandmeshError
+from handmesh.paths import repo_path
 
-DEFAULT_OUT = "data/synthetic_freihand"
+DEFAULT_OUT = repo_path("data/synthetic_freihand")  # the quick start's set, in the checkout whatever the folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
                 f"--out {Path(args.out).absolute()} holds a synthetic dataset made with other settings "
                 f"({', '.join(changed)}); refusing to replace it (predictions made on it would no longer match). "
                 "Pass --overwrite to replace it, or choose another --out.")
-    synthesize(args.mano_dir, args.out, args.train, args.eval, seed=args.seed, views=views, workers=args.workers,
+    synthesize(args.mano_dir, Path(args.out).absolute(), args.train, args.eval, seed=args.seed, views=views, workers=args.workers,
                progress=not args.no_progress)
     return 0

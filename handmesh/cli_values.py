@@ -44,3 +44,16 @@ def check_can_write(path: str | os.PathLike, overwrite: bool, option: str = "--o
         raise HandmeshError(f"{option} {path} exists; refusing to replace it. Pass --overwrite to replace it, or choose "
                             f"another {option}.")
     return path
+
+
+def checkpoint_file(path: str | os.PathLike, option: str = "--checkpoint") -> Path:
+    """`path` as an absolute Path; a folder is refused with the `.ckpt` files it holds (and its checkpoints/ holds)
+    listed, so the message says which file to pass."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_dir():
+        return path
+    found = sorted(str(file) for folder in (path, path / "checkpoints") if folder.is_dir()
+                   for file in folder.glob("*.ckpt"))
+    listing = ("; it holds " + ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+               if found else "; it holds no .ckpt file (a run writes checkpoints/best.ckpt and last.ckpt)")
+    raise HandmeshError(f"{option} {path} is a folder; expected a .ckpt file{listing}. Pass one of them.")

@@ -52,3 +52,25 @@ def test_an_unknown_pose_is_one_line(tmp_path, capsys):
     assert main(["render-hand", "--pose", "wave", "--out", str(tmp_path / "h.png")]) == 2
     err = capsys.readouterr().err
     assert "flat, fist, pinch, point, random" in err and not (tmp_path / "h.png").exists()
+
+
+def test_the_stand_in_notice_is_one_short_line_and_verbose_adds_how_to_get_mano(tmp_path, monkeypatch):
+    from handmesh.cli_values import VERBOSE_ENV
+    from handmesh.mano_file import HOW_TO_GET_MANO, resolve_mano_dir
+
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    source = resolve_mano_dir(None, default_dir=tmp_path / "no_mano", standin_dir=tmp_path / "standin")
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # restored (unset) after the test
+    short = source.describe()
+    assert "STAND-IN" in short and str(tmp_path / "no_mano") in short and "-v" in short
+    assert HOW_TO_GET_MANO not in short and len(short) < 250
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    assert HOW_TO_GET_MANO in source.describe()
+
+
+def test_dash_v_before_a_command_reaches_its_messages(tmp_path, monkeypatch, capsys):
+    from handmesh.cli_values import VERBOSE_ENV
+
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # restored (unset) after the test
+    assert main(["-v", "render-hand", "--pose", "wave", "--out", str(tmp_path / "h.png")]) == 2
+    assert os.environ.get(VERBOSE_ENV) == "1"

@@ -124,6 +124,14 @@ def test_bad_checkpoint_exits_2_with_a_message(root, tmp_path, capsys, kind):
     assert re.search(expected, err) and "Traceback" not in err
 
 
+def test_a_checkpoint_folder_lists_its_ckpt_files(root, tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"")
+    assert main(["validate", "--config", QUICKSTART, *_tiny(root, tmp_path), "--ckpt_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and str(tmp_path / "checkpoints" / "best.ckpt") in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_resume_from_last_is_exact(root, tmp_path):
     """Two epochs straight == one epoch, stop, `--ckpt_path last`, one more epoch: same weights to the bit."""

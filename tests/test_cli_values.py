@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from handmesh.cli_values import check_can_write, parse_intrinsics, positive_finite
+from handmesh.cli_values import check_can_write, checkpoint_file, parse_intrinsics, positive_finite
 from handmesh.errors import HandmeshError
 
 
@@ -39,3 +39,16 @@ def test_check_can_write(tmp_path):
     with pytest.raises(HandmeshError, match="--overwrite"):
         check_can_write(target, overwrite=False)
     assert check_can_write(target, overwrite=True) == target
+
+
+def test_a_checkpoint_folder_lists_its_ckpt_files(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(HandmeshError, match="holds no .ckpt file"):
+        checkpoint_file(run)
+    for name in ("best.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    with pytest.raises(HandmeshError, match="is a folder") as caught:
+        checkpoint_file(run, "--ckpt_path")
+    assert str(run / "checkpoints" / "best.ckpt") in str(caught.value) and "--ckpt_path" in str(caught.value)
+    assert checkpoint_file(run / "checkpoints" / "best.ckpt") == run / "checkpoints" / "best.ckpt"

@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from handmesh.callbacks import LAST_EVERY_MINUTES, AtomicCheckpointIO, default_callbacks
 from handmesh.checkpoints import metadata, read_checkpoint
+from handmesh.cli_values import checkpoint_file
 from handmesh.data.datamodule import FreiHANDDataModule
 from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
@@ -66,6 +67,8 @@ class HandmeshCLI(LightningCLI):
         (the checkpoint's weights replace them)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+            checkpoint_file(ckpt_path, "--ckpt_path")  # a folder: say which .ckpt files it holds
         if ckpt_path and Path(ckpt_path).is_file():
             metadata(read_checkpoint(ckpt_path), ckpt_path)
         super()._parse_ckpt_path()

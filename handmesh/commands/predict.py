@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from handmesh.cli_values import check_can_write
+from handmesh.cli_values import check_can_write, checkpoint_file
 from handmesh.errors import HandmeshError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise HandmeshError(f"--batch-size {args.batch_size} / --num-workers {args.num_workers}: expected a batch size "
                             ">= 1 and a worker count >= 0.")
     out = check_can_write(args.out, args.overwrite)
-    predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
+    predictor = Predictor.from_checkpoint(checkpoint_file(args.checkpoint), mano_dir=args.mano_dir, device=args.device)
     print(predictor.description)
     dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None,
                               labels=False)  # images and evaluation_K.json, as the official pred.py reads them

@@ -1,8 +1,8 @@
 """Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
 
 `default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, a last.ckpt when
-interrupted and every 30 minutes, a validation before the end, random states); `ValidationMeshImages` is opt-in from the YAML configs (it needs a
-TensorBoard logger).
+interrupted and every 30 minutes, a validation before the end, random states); `ValidationMeshImages` is opt-in from
+the YAML configs (it needs a TensorBoard logger).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ def check_can_write(path: str | os.PathLike, overwrite: bool, option: str = "--o
     """`path` as an absolute Path when nothing is there or `overwrite` is set; a HandmeshError otherwise."""
     path = Path(path).expanduser().absolute()
     if path.exists() and not overwrite:
-        raise HandmeshError(f"{option} {path} exists; refusing to replace it. Pass --overwrite to replace it, or choose "
-                            f"another {option}.")
+        raise HandmeshError(f"{option} {path} exists; refusing to replace it. Pass --overwrite to replace it, or "
+                            f"choose another {option}.")
     return path
 
 

@@ -29,7 +29,8 @@ from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
 from handmesh.paths import here_or_in_repo
 
-ALIASES = {"--mano-dir": "--model.mano_dir", "--data-root": "--data.root", "--batch-size": "--data.batch_size"}  # short top-level spellings of nested options
+# short top-level spellings of nested options (predict, synth and view spell theirs this way)
+ALIASES = {"--mano-dir": "--model.mano_dir", "--data-root": "--data.root", "--batch-size": "--data.batch_size"}
 
 
 class HandmeshCLI(LightningCLI):

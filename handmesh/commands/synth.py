@@ -62,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
                 f"--out {Path(args.out).absolute()} holds a synthetic dataset made with other settings "
                 f"({', '.join(changed)}); refusing to replace it (predictions made on it would no longer match). "
                 "Pass --overwrite to replace it, or choose another --out.")
-    synthesize(args.mano_dir, Path(args.out).absolute(), args.train, args.eval, seed=args.seed, views=views, workers=args.workers,
-               progress=not args.no_progress)
+    synthesize(args.mano_dir, Path(args.out).absolute(), args.train, args.eval, seed=args.seed, views=views,
+               workers=args.workers, progress=not args.no_progress)
     return 0

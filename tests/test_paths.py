@@ -39,13 +39,17 @@ def test_config_and_aliases_from_another_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_fit_with_the_documented_relative_config_runs_from_another_folder(pytestconfig, tmp_path_factory, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, capsys):
     root = tiny_synthetic_set(pytestconfig, tmp_path_factory)
+    # in pytest's cache inside the checkout (the usual case), the data folder is named relative to the checkout
+    data = root.relative_to(REPO) if root.is_relative_to(REPO) else root
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--config", "configs/quickstart.yaml", "--data-root", str(root), "--data.num_workers", "0",
+    assert main(["fit", "--config", "configs/quickstart.yaml", "--data-root", str(data), "--data.num_workers", "0",
                  "--batch-size", "4", "--model.input_size", "64", "--trainer.logger", "false",
                  "--trainer.default_root_dir", "run", "--trainer.fast_dev_run", "1"]) == 0
     assert not (tmp_path / "runs").exists()
+    err = capsys.readouterr().err
+    assert str(REPO / "configs" / "quickstart.yaml") in err and (data == root or f"data {root}" in err)
 
 
 def test_synth_defaults_to_the_checkouts_data_folder(capsys):

@@ -1,8 +1,8 @@
 """Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
 
 `default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, a last.ckpt when
-interrupted and every 30 minutes, random states); `ValidationMeshImages` is opt-in from the YAML configs (it needs a
-TensorBoard logger).
+interrupted and every 30 minutes, a validation before the end, random states); `ValidationMeshImages` is opt-in from
+the YAML configs (it needs a TensorBoard logger).
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ class BestAndLastCheckpoint(ModelCheckpoint):
                          save_top_k=1, save_last=True, auto_insert_metric_name=False, save_on_train_epoch_end=False,
                          enable_version_counter=False)
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            folders = [getattr(logger, "log_dir", None) for logger in trainer.loggers]
+            logs = [str(Path(folder).resolve()) for folder in folders if folder]
+            print(f"handmesh fit: checkpoints in {Path(self.dirpath).resolve()}"
+                  + (f"; logs in {', '.join(logs)}" if logs else "; no logger"), file=sys.stderr, flush=True)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         self._refresh_last(trainer)
@@ -73,6 +80,32 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             return
         if self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ValidateBeforeEnd(Callback):
+    """Makes the last training step of a run that has not validated yet a validation step, so that every run which
+    took a step leaves a best.ckpt. It asks Lightning to stop (`trainer.should_stop`) at that step, and Lightning
+    validates before stopping; runs ended by max_time validate the same way. Epoch-based runs whose last epoch is
+    not a validation epoch (`check_val_every_n_epoch`) are left as configured."""
+
+    def __init__(self):
+        self._validated = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if self._validated or trainer.fast_dev_run:
+            return
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        if last_step or (last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            trainer.should_stop = True
 
 
 class RNGState(Callback):
@@ -227,9 +260,10 @@ class InterruptCheckpoint(Callback):
 
 def default_callbacks(root_dir: str | Path, last_every_minutes: float = LAST_EVERY_MINUTES) -> list[Callback]:
     """Best and last checkpoints in `<root_dir>/checkpoints/`, last.ckpt also on SIGTERM / SIGINT and every
-    `last_every_minutes` of training (0: only then), and the random states for an exact resume."""
+    `last_every_minutes` of training (0: only then), a validation before the end of a run that has not validated,
+    and the random states for an exact resume."""
     checkpoints = BestAndLastCheckpoint(root_dir)
-    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), RNGState()]
+    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), ValidateBeforeEnd(), RNGState()]
 
 
 class ValidationMeshImages(Callback):
@@ -265,7 +299,7 @@ class ValidationMeshImages(Callback):
             try:
                 self._renderer = MeshRenderer(width, height)
             except RendererUnavailable as error:
-                warnings.warn(f"validation images drawn with OpenCV instead of OpenGL: {error}")
+                warnings.warn(f"validation images drawn with OpenCV instead of OpenGL: {error}", stacklevel=2)
                 self._use_opencv = True
         if self._use_opencv:
             return render_mesh_opencv(image, vertices, faces, K)

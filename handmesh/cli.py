@@ -7,9 +7,12 @@ Each command module exposes `add_arguments(parser)` and `run(args) -> int`. Ligh
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 
+from handmesh.cli_values import VERBOSE_ENV
 from handmesh.errors import HandmeshError, message
 
 # name -> (module under handmesh.commands, one-line help)
@@ -38,13 +41,19 @@ def _load(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="handmesh", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="messages with their details (also after COMMAND)")
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose, argv = True, argv[1:]
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
-            parser.print_help(sys.stderr)
-            print(f"\nhandmesh: unknown command {argv[0]!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+            close = difflib.get_close_matches(argv[0], COMMANDS, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            print(f"handmesh: unknown command {argv[0]!r}; {hint}expected one of: {', '.join(COMMANDS)} "
+                  "(`handmesh --help` describes them)", file=sys.stderr)
             return 2
         parser.print_help()
         return 0
@@ -52,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = _load(name)
         if name in PASSTHROUGH:
+            if verbose:
+                os.environ[VERBOSE_ENV] = "1"
             return int(module.run_lightning(name, rest) or 0)
         command_parser = argparse.ArgumentParser(prog=f"handmesh {name}", description=COMMANDS[name][1])
         module.add_arguments(command_parser)
-        return int(module.run(command_parser.parse_args(rest)) or 0)
+        command_parser.add_argument("-v", "--verbose", action="store_true", help="messages with their details")
+        args = command_parser.parse_args(rest)
+        if verbose or args.verbose:
+            os.environ[VERBOSE_ENV] = "1"
+        return int(module.run(args) or 0)
     except HandmeshError as error:
         print(f"handmesh {name}: error: {message(error)}", file=sys.stderr)
         return 2

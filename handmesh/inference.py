@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from handmesh.checkpoints import is_remote, metadata, model_state_dict, read_checkpoint, resolve_checkpoint
+from handmesh.cli_values import ENGINES
 from handmesh.errors import CheckpointError, HandmeshError
 from handmesh.geometry import project_points
 from handmesh.hub import is_hub_model, read_hub_model
@@ -28,7 +29,6 @@ from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel
 
 UNTRAINED_SEED = 0  # untrained networks are reproducible
-ENGINES = ("auto", "torch", "onnxruntime")
 
 
 def _warn(message: str) -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from handmesh.cli_values import VERBOSE_ENV
 from handmesh.errors import ManoFileError
 from handmesh.joints import MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_VERTICES
+from handmesh.paths import repo_path
 
-DEFAULT_MANO_DIR = Path("data/mano")  # where users put mano_v1_2/models/MANO_*.pkl (or its contents)
-DEFAULT_STANDIN_DIR = Path("data/mano_standin")  # where the stand-in is written when no MANO is found
+DEFAULT_MANO_DIR = repo_path("data/mano")  # where users put mano_v1_2/models/MANO_*.pkl (or its contents)
+DEFAULT_STANDIN_DIR = repo_path("data/mano_standin")  # where the stand-in is written when no MANO is found
 MANO_DIR_ENV = "HANDMESH_MANO_DIR"
 STANDIN_KEY = "handmesh_standin"  # extra key that marks the stand-in model's files
 STANDIN_VERSION_KEY = "handmesh_standin_version"  # extra key: the stand-in's STANDIN_VERSION (absent before 2)
@@ -30,7 +32,8 @@ REGRESSOR_ROW_SUM_TOLERANCE = 1e-3  # each J_regressor row is a weighted mean of
 FILE_NAMES = {"right": "MANO_RIGHT.pkl", "left": "MANO_LEFT.pkl"}
 HOW_TO_GET_MANO = (
     "Download MANO from https://mano.is.tue.mpg.de (free registration), unpack it and copy "
-    "mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into data/mano/ (or pass --mano-dir / set HANDMESH_MANO_DIR). "
+    f"mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into {DEFAULT_MANO_DIR}/ (or pass --mano-dir / set "
+    "HANDMESH_MANO_DIR). "
     "Without MANO, `handmesh standin` writes a stand-in model in MANO's format."
 )
 
@@ -121,7 +124,8 @@ def _read_pickle(path: Path) -> dict:
             f"refusing to load {path}: {error}. Expected a MANO model pickle; this file may be foreign or unsafe. "
             f"{HOW_TO_GET_MANO}"
         ) from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, UnicodeDecodeError) as error:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            UnicodeDecodeError) as error:
         raise ManoFileError(
             f"{path} is not a readable MANO pickle ({type(error).__name__}: {error}); it may be truncated or not a "
             f"MANO file. {HOW_TO_GET_MANO}"
@@ -192,7 +196,8 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
                 "hands_components", "hands_mean")
     missing = [key for key in required if key not in data]
     if missing:
-        raise ManoFileError(f"{path} lacks the MANO keys {missing}; found keys {sorted(map(str, data))}. {HOW_TO_GET_MANO}")
+        raise ManoFileError(f"{path} lacks the MANO keys {missing}; found keys {sorted(map(str, data))}. "
+                            f"{HOW_TO_GET_MANO}")
     arrays = {key: _to_numpy(data[key], key, path) for key in required}
     v_template = _check_shape(arrays["v_template"].astype(np.float64), (NUM_VERTICES, 3), "v_template", path)
     faces = _check_shape(arrays["f"].astype(np.int64), (NUM_FACES, 3), "f", path)
@@ -212,7 +217,8 @@ def load_mano_file(path: str | os.PathLike, side: str | None = None) -> ManoMode
         weights=_check_shape(arrays["weights"].astype(np.float64), (NUM_VERTICES, NUM_MANO_JOINTS), "weights", path),
         shapedirs=shapedirs[:, :, :NUM_BETAS],
         posedirs=_check_shape(arrays["posedirs"].astype(np.float64), (NUM_VERTICES, 3, 135), "posedirs", path),
-        hands_components=_check_shape(arrays["hands_components"].astype(np.float64), (45, 45), "hands_components", path),
+        hands_components=_check_shape(arrays["hands_components"].astype(np.float64), (45, 45), "hands_components",
+                                      path),
         hands_mean=_check_shape(arrays["hands_mean"].astype(np.float64).reshape(-1), (45,), "hands_mean", path),
         hands_coeffs=_optional_coefficients(data.get("hands_coeffs"), path),
         side=side or detect_side(v_template, J_regressor) or _side_from_name(path) or "right",
@@ -249,9 +255,14 @@ class ManoSource:
     is_standin: bool
     reason: str  # how it was chosen, for messages
 
-    def describe(self) -> str:
+    def describe(self, verbose: bool | None = None) -> str:
+        """One line; with `verbose` (default: $HANDMESH_VERBOSE is 1) a stand-in's line adds how to get MANO."""
+        verbose = os.environ.get(VERBOSE_ENV) == "1" if verbose is None else verbose
         kind = "the handmesh STAND-IN hand model (not MANO: results are illustrative)" if self.is_standin else "MANO"
-        return f"hand model: {kind} from {self.directory} ({self.reason})"
+        line = f"hand model: {kind} from {self.directory.absolute()} ({self.reason})"
+        if not self.is_standin:
+            return line
+        return f"{line}. {HOW_TO_GET_MANO}" if verbose else f"{line}; -v says how to get MANO"
 
 
 def _standin_version_of(path: Path) -> int | None:
@@ -333,7 +344,7 @@ def resolve_mano_dir(
     current, why = _standin_is_current(standin)
     if not current:
         _write_default_standin(standin, why)
-    return ManoSource(standin, True, f"no MANO in {directory}; {HOW_TO_GET_MANO}")
+    return ManoSource(standin, True, f"no MANO in {directory.absolute()}")
 
 
 def _models_folder(directory: Path) -> Path:

@@ -30,6 +30,7 @@ from handmesh.errors import HandmeshError, message
 from handmesh.inference import Predictor
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.overlays import write_overlays
+from handmesh.paths import repo_path
 from handmesh.predjson import read_eval_ground_truth, write_atomic, write_pred_json
 
 GOAL_RATIO = 0.75  # PA-MPJPE at most this share of the mean-pose baseline's
@@ -44,15 +45,18 @@ TABLE_KEYS = (("pa_mpjpe_mm", "PA-MPJPE mm"), ("pa_mpvpe_mm", "PA-MPVPE mm"), ("
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m handmesh.quickstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder (default: runs/quickstart)")
-    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic_freihand"),
+    parser.add_argument("--out", type=Path, default=repo_path("runs/quickstart"),
+                        help="run folder (default: runs/quickstart in the checkout)")
+    parser.add_argument("--data-root", type=Path, default=repo_path("data/synthetic_freihand"),
                         help="synthetic FreiHAND folder, rendered when absent (default: data/synthetic_freihand)")
     parser.add_argument("--train", type=int, default=2400, help="unique synthetic training samples (default: 2400)")
     parser.add_argument("--eval", type=int, default=240, help="synthetic evaluation samples (default: 240)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default: 0)")
-    parser.add_argument("--config", type=Path, default=Path("configs/quickstart.yaml"), help="training recipe")
-    parser.add_argument("--mano-dir", default=None, help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
-    parser.add_argument("--overlays", type=int, default=8, help="evaluation images to render with their meshes (default: 8)")
+    parser.add_argument("--config", type=Path, default=repo_path("configs/quickstart.yaml"), help="training recipe")
+    parser.add_argument("--mano-dir", default=None,
+                        help="MANO folder (default: $HANDMESH_MANO_DIR, data/mano, else the stand-in)")
+    parser.add_argument("--overlays", type=int, default=8,
+                        help="evaluation images to render with their meshes (default: 8)")
     parser.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this goes to `handmesh fit` (e.g. --fit-args --trainer.max_steps 50)")
     return parser.parse_args(argv)
@@ -62,7 +66,8 @@ def train(config: Path, data_root: Path, out: Path, mano_dir: Path, extra: list[
     """Run `handmesh fit`, resuming an interrupted run (unless `may_resume` is False: its data was just regenerated);
     returns the best checkpoint."""
     if not config.is_file():
-        raise HandmeshError(f"no training config at {config}: expected configs/quickstart.yaml; run from the repository root.")
+        raise HandmeshError(f"no training config at {config}: expected configs/quickstart.yaml; run from the "
+                            "repository root.")
     last = out / "checkpoints" / "last.ckpt"
     finished = out / "checkpoints" / ".finished"
     resume = ["--ckpt_path", str(last)] if may_resume and last.is_file() and not finished.exists() else []
@@ -71,10 +76,12 @@ def train(config: Path, data_root: Path, out: Path, mano_dir: Path, extra: list[
     elif (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # a finished earlier run, or one on other data: start afresh
     code = run_lightning("fit", ["--config", str(config), "--data.root", str(data_root),
-                                 "--trainer.default_root_dir", str(out), "--model.mano_dir", str(mano_dir), *resume, *extra])
+                                 "--trainer.default_root_dir", str(out), "--model.mano_dir", str(mano_dir),
+                                 *resume, *extra])
     best = out / "checkpoints" / "best.ckpt"
     if code != 0 or not best.is_file():
-        raise HandmeshError(f"training stopped (exit {code}) without a best checkpoint at {best}; see the messages above. "
+        raise HandmeshError(f"training stopped (exit {code}) without a best checkpoint at {best}; see the messages "
+                            "above. "
                             "Run `make quickstart` again to resume.")
     finished.touch()
     return best

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from handmesh.cli import main
+
 from tiny_synth import tiny_synthetic_set
 
 torch.set_num_threads(2)
@@ -33,7 +34,8 @@ def root(pytestconfig, tmp_path_factory):
 def _tiny(root, run_dir, *extra) -> list[str]:
     """Overrides that make a config tiny: the test data, small crops and batches, no workers, a temporary run folder."""
     return ["--data.root", str(root), "--data.batch_size", "4", "--data.num_workers", "0", "--model.input_size", "64",
-            "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false", "--trainer.callbacks", "[]", *extra]
+            "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false", "--trainer.callbacks", "[]",
+            *extra]
 
 
 class StopAfterEpochs(pl.Callback):
@@ -57,6 +59,23 @@ def test_ma36_fast_dev_run_with_a_small_input(root, tmp_path):
     args = ["fit", "--config", MA36, *_tiny(root, tmp_path), "--model.pretrained", "null", "--trainer.precision",
             "32-true", "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.fast_dev_run", "1"]
     assert main(args) == 0
+
+
+def test_a_short_run_leaves_best_last_and_logs_in_its_run_folder(root, tmp_path, monkeypatch, capsys):
+    """Run from outside the repository: the loggers follow default_root_dir, and a run that stops before its first
+    scheduled validation (975) validates at its last step, so best.ckpt exists."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = _tiny(root, run, "--trainer.max_steps", "3", "--model.warmup_steps", "1")
+    args = [a for a in args if a not in ("--trainer.logger", "false")]  # the config's TensorBoard and CSV loggers
+    assert main(["fit", "--config", str(REPO / QUICKSTART), *args]) == 0
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 3
+    assert list((run / "tensorboard").glob("version_0/events.*"))
+    assert (run / "csv" / "version_0" / "metrics.csv").is_file()
+    assert not (tmp_path / "runs").exists()
+    err = capsys.readouterr().err
+    assert f"checkpoints in {run / 'checkpoints'}" in err and str(run / "csv" / "version_0") in err
 
 
 def test_print_config_shows_merged_overrides(root, tmp_path, capsys):
@@ -106,6 +125,14 @@ def test_bad_checkpoint_exits_2_with_a_message(root, tmp_path, capsys, kind):
     expected = {"corrupt": "not a readable checkpoint", "foreign": "another program",
                 "unsafe": "refusing to load .*pytorch_lightning.callbacks.callback.Callback"}[kind]
     assert re.search(expected, err) and "Traceback" not in err
+
+
+def test_a_checkpoint_folder_lists_its_ckpt_files(root, tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"")
+    assert main(["validate", "--config", QUICKSTART, *_tiny(root, tmp_path), "--ckpt_path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and str(tmp_path / "checkpoints" / "best.ckpt") in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -134,5 +134,5 @@ def test_predict_command_writes_the_official_file(root, checkpoint, evaluation, 
     np.testing.assert_allclose(xyz, expected.keypoints_3d, atol=1e-6)
     np.testing.assert_allclose(verts, expected.vertices, atol=1e-6)
     assert main(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "--data.root", str(root), "--out",
-                 str(out)]) == 2
+                 str(tmp_path / "other.json")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err

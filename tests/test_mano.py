@@ -57,7 +57,8 @@ def _write_chumpy_style(path, model: dict) -> None:
     chumpy_ch.Ch = Ch
     sys.modules["chumpy"], sys.modules["chumpy.ch"] = chumpy, chumpy_ch
     try:
-        wrapped = {k: Ch(v) if k in ("v_template", "shapedirs", "J", "weights", "posedirs") else v for k, v in model.items()}
+        chumpy_keys = ("v_template", "shapedirs", "J", "weights", "posedirs")
+        wrapped = {k: Ch(v) if k in chumpy_keys else v for k, v in model.items()}
         with open(path, "wb") as handle:
             pickle.dump(wrapped, handle, protocol=2)
     finally:

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_synth import tiny_synthetic_set
 
 from handmesh.cli import main
+
+from tiny_synth import tiny_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,3 +78,15 @@ def test_a_corrupt_jpeg_read_by_a_worker_is_one_line_and_exit_2(root, checkpoint
         f"handmesh predict: error: image {bad} cannot be decoded as an image; expected a JPEG. Re-extract the "
         "dataset, or pass on_bad_image='skip' to skip such images (they are counted and warned about)."]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_an_existing_pred_json_is_replaced_only_with_overwrite(root, checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # outside the repository; --data-root is --data.root's other spelling
+    out = tmp_path / "pred.json"
+    out.write_text("earlier work")
+    args = ["predict", "--checkpoint", str(checkpoint), "--data-root", str(root), "--out", "pred.json",
+            "--num-workers", "0"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "earlier work"
+    assert main([*args, "--overwrite"]) == 0
+    assert out.read_text().startswith("[[[")

@@ -23,8 +23,9 @@ def _json(root, name):
 
 
 def test_layout_matches_freihand(tiny_root):
-    assert sorted(p.name for p in (tiny_root / "training" / "rgb").iterdir()) == [f"{i:08d}.jpg" for i in range(4 * N_TRAIN)]
-    assert sorted(p.name for p in (tiny_root / "training" / "mask").iterdir()) == [f"{i:08d}.jpg" for i in range(N_TRAIN)]
+    rgb, mask = tiny_root / "training" / "rgb", tiny_root / "training" / "mask"
+    assert sorted(p.name for p in rgb.iterdir()) == [f"{i:08d}.jpg" for i in range(4 * N_TRAIN)]
+    assert sorted(p.name for p in mask.iterdir()) == [f"{i:08d}.jpg" for i in range(N_TRAIN)]
     assert len(list((tiny_root / "evaluation" / "rgb").iterdir())) == N_EVAL
     for split, count in (("training", N_TRAIN), ("evaluation", N_EVAL)):
         assert _json(tiny_root, f"{split}_K.json").shape == (count, 3, 3)
@@ -55,8 +56,10 @@ def test_mano_values_decode_to_the_stored_mesh(tiny_root):
         focal = (K[:, 0, 0] + K[:, 1, 1]) / 2
         root = np.stack([mano[:, 58] - K[:, 0, 2], mano[:, 59] - K[:, 1, 2], focal], axis=1) / mano[:, 60:61]
         offset = root - output.keypoints[:, 9].numpy()
-        np.testing.assert_allclose(output.vertices.numpy() + offset[:, None], _json(tiny_root, f"{split}_verts.json"), atol=1e-5)
-        np.testing.assert_allclose(output.keypoints.numpy() + offset[:, None], _json(tiny_root, f"{split}_xyz.json"), atol=1e-5)
+        np.testing.assert_allclose(output.vertices.numpy() + offset[:, None], _json(tiny_root, f"{split}_verts.json"),
+                                   atol=1e-5)
+        np.testing.assert_allclose(output.keypoints.numpy() + offset[:, None], _json(tiny_root, f"{split}_xyz.json"),
+                                   atol=1e-5)
         # uv_root is keypoint 9 projected, scale = f / z9
         xyz = _json(tiny_root, f"{split}_xyz.json")
         uv = np.einsum("nij,nj->ni", K, xyz[:, 9])
@@ -88,7 +91,8 @@ def test_keypoints_project_inside_the_mask_and_the_hand_is_framed_like_freihand(
 
 
 def test_versions_share_geometry_but_differ_in_colour(tiny_root):
-    images = [cv2.imread(str(tiny_root / "training" / "rgb" / f"{v * N_TRAIN + 1:08d}.jpg")).astype(float) for v in range(4)]
+    images = [cv2.imread(str(tiny_root / "training" / "rgb" / f"{v * N_TRAIN + 1:08d}.jpg")).astype(float)
+              for v in range(4)]
     mask = cv2.imread(str(tiny_root / "training" / "mask" / f"{1:08d}.jpg"), cv2.IMREAD_GRAYSCALE) > 127
     for other in images[1:]:
         assert np.abs(other - images[0])[~mask].mean() > 5  # backgrounds differ
@@ -100,7 +104,8 @@ def test_deterministic_and_independent_of_counts(tiny_root, tmp_path):
     small = synthesize(None, tmp_path / "small", 2, 1, seed=0, progress=False, log=None).root
     for name in ("training_mano.json", "training_xyz.json", "training_K.json"):  # up to batched-BLAS rounding
         np.testing.assert_allclose(_json(small, name), _json(tiny_root, name)[:2], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(_json(small, "evaluation_verts.json"), _json(tiny_root, "evaluation_verts.json")[:1], atol=1e-9)
+    np.testing.assert_allclose(_json(small, "evaluation_verts.json"), _json(tiny_root, "evaluation_verts.json")[:1],
+                               atol=1e-9)
     # sample 1, version 0 is the same picture whatever the counts (image index v * N + i changes with N)
     same = cv2.imread(str(small / "training" / "rgb" / "00000001.jpg")).astype(int)
     assert np.abs(same - cv2.imread(str(tiny_root / "training" / "rgb" / "00000001.jpg")).astype(int)).max() <= 1
@@ -109,8 +114,10 @@ def test_deterministic_and_independent_of_counts(tiny_root, tmp_path):
 
 
 def test_worker_processes_write_the_same_files(tiny_root, tmp_path):
-    parallel = synthesize(None, tmp_path / "parallel", N_TRAIN, N_EVAL, seed=0, workers=2, progress=False, log=None).root
-    files = sorted(path.relative_to(tiny_root) for path in tiny_root.rglob("*") if path.is_file() and ".npy" not in path.name)
+    parallel = synthesize(None, tmp_path / "parallel", N_TRAIN, N_EVAL, seed=0, workers=2, progress=False,
+                          log=None).root
+    files = sorted(path.relative_to(tiny_root) for path in tiny_root.rglob("*")
+                   if path.is_file() and ".npy" not in path.name)
     assert files == sorted(path.relative_to(parallel) for path in parallel.rglob("*") if path.is_file())
     for name in files:
         if name.name != MARKER and name.name != "README.txt":  # these hold the generation time
@@ -123,7 +130,8 @@ def test_view_range_bounds_roll_and_sides():
     rng = np.random.default_rng(0)
     for views in (ViewRange(back_fraction=0.0, max_roll_deg=30.0), ViewRange(back_fraction=1.0, max_roll_deg=10.0)):
         for _ in range(200):
-            relative = sample_global_rotation(rng, canonical, views) @ canonical.T  # rotation from the upright palm view
+            # rotation from the upright palm view
+            relative = sample_global_rotation(rng, canonical, views) @ canonical.T
             palm_normal, fingers = relative @ [0.0, 0.0, -1.0], relative @ [0.0, -1.0, 0.0]
             assert (palm_normal[2] < 0) == (views.back_fraction == 0.0)  # toward the camera: palm side shown
             roll = np.degrees(np.arctan2(fingers[0], -fingers[1]))  # image-plane angle of the fingers from "up"

@@ -14,15 +14,15 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from handmesh.errors import HandmeshError, PredictionFileError
 from handmesh.joints import NUM_VERTICES
-from handmesh.metrics import PER_SAMPLE_KEYS, FreiHANDMetric, FreiHANDScores, PCKCurves
-from handmesh.predjson import read_eval_ground_truth, read_pred_json, write_atomic
+
+if TYPE_CHECKING:  # torch and the metrics load when used, so `--help` stays fast
+    import torch
+
+    from handmesh.metrics import FreiHANDScores, PCKCurves
 
 BATCH_SIZE = 256  # samples per metric update
 
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -59,6 +61,11 @@ def resolve_device(name: str) -> torch.device:
 def score_arrays(xyz_gt, verts_gt, xyz_pred, verts_pred, device: torch.device | str = "cpu",
                  batch_size: int = BATCH_SIZE, progress: bool = True) -> EvaluationResult:
     """(N, 21, 3), (N, 778, 3), (N, 21, 3), (N, V, 3) metres (numpy) -> scores, curves and per-sample values."""
+    import torch
+    from tqdm import tqdm
+
+    from handmesh.metrics import FreiHANDMetric
+
     if len(xyz_pred) != len(xyz_gt):
         raise PredictionFileError(f"expected {len(xyz_gt)} predictions (one per ground-truth sample, in evaluation "
                                   f"order), found {len(xyz_pred)}; predict the whole evaluation split")
@@ -74,6 +81,10 @@ def score_arrays(xyz_gt, verts_gt, xyz_pred, verts_pred, device: torch.device | 
 def evaluate(gt_root: Path, pred_path: Path, out_dir: Path, device: torch.device | str = "cpu",
              batch_size: int = BATCH_SIZE, progress: bool = True) -> EvaluationResult:
     """Read, score and write everything; the function behind the command (and the benchmark)."""
+    import orjson
+
+    from handmesh.predjson import read_eval_ground_truth, read_pred_json, write_atomic
+
     xyz_gt, verts_gt = read_eval_ground_truth(gt_root)
     xyz_pred, verts_pred = read_pred_json(pred_path)
     result = score_arrays(xyz_gt, verts_gt, xyz_pred, verts_pred, device, batch_size, progress)
@@ -86,6 +97,8 @@ def evaluate(gt_root: Path, pred_path: Path, out_dir: Path, device: torch.device
 
 def per_sample_csv(per_sample: dict[str, torch.Tensor]) -> str:
     """CSV text: `index` then PER_SAMPLE_KEYS (errors in mm, F in [0, 1]; empty where undefined)."""
+    from handmesh.metrics import PER_SAMPLE_KEYS
+
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["index", *PER_SAMPLE_KEYS])

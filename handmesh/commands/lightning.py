@@ -23,11 +23,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from handmesh.callbacks import LAST_EVERY_MINUTES, AtomicCheckpointIO, default_callbacks
 from handmesh.checkpoints import metadata, read_checkpoint
+from handmesh.cli_values import checkpoint_file
 from handmesh.data.datamodule import FreiHANDDataModule
 from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
+from handmesh.paths import here_or_in_repo
 
-ALIASES = {"--mano-dir": "--model.mano_dir"}  # short top-level spellings of nested options
+# short top-level spellings of nested options (predict, synth and view spell theirs this way)
+ALIASES = {"--mano-dir": "--model.mano_dir", "--data-root": "--data.root", "--batch-size": "--data.batch_size"}
 
 
 class HandmeshCLI(LightningCLI):
@@ -37,12 +40,36 @@ class HandmeshCLI(LightningCLI):
                             help="save checkpoints/last.ckpt every this many minutes of training (0: only at "
                                  "validation, at the end and when stopped by SIGTERM / SIGINT)")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parses, then gives loggers configured without a `save_dir` (TensorBoard, CSV) the run folder,
+        `trainer.default_root_dir`, before checking the configuration."""
+        self.config = parser.parse_args(args, _skip_validation=True)
+        config = self.config[self.config.subcommand]
+        if config.data.root is not None:  # a relative data folder missing here is the checkout's, when it has one
+            root = here_or_in_repo(config.data.root)
+            if root != Path(config.data.root).absolute():
+                print(f"handmesh {self.config.subcommand}: data {root} (no {config.data.root} in the current folder)",
+                      file=sys.stderr)
+            config.data.root = str(root)
+        trainer = config.trainer
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
+                init_args.save_dir = trainer.default_root_dir or "."
+        try:
+            parser.validate(self.config)
+        except (TypeError, KeyError) as error:
+            parser.error(str(error))
+
     def _parse_ckpt_path(self) -> None:
         """Check a checkpoint file before LightningCLI reads its hyper-parameters, so a corrupt or foreign file is a
         clear CheckpointError. Its saved network settings become the model's; ImageNet weights are not loaded again
         (the checkpoint's weights replace them)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+            checkpoint_file(ckpt_path, "--ckpt_path")  # a folder: say which .ckpt files it holds
         if ckpt_path and Path(ckpt_path).is_file():
             metadata(read_checkpoint(ckpt_path), ckpt_path)
         super()._parse_ckpt_path()
@@ -64,15 +91,27 @@ class HandmeshCLI(LightningCLI):
 
 
 def expand_aliases(argv: list[str]) -> list[str]:
-    """`--mano-dir X` / `--mano-dir=X` -> `--model.mano_dir X` (and the other ALIASES)."""
+    """`--mano-dir X` / `--mano-dir=X` -> `--model.mano_dir X` (and the other ALIASES); a relative `--config` file
+    missing in the current folder is the checkout's (configs/...), named in full."""
     expanded = []
-    for argument in argv:
+    for index, argument in enumerate(argv):
         name, equals, value = argument.partition("=")
         if name in ALIASES:
             expanded.append(ALIASES[name] + equals + value)
+        elif name in ("--config", "-c") and (equals or index + 1 < len(argv)):
+            expanded.append(name + equals + _config_path(value) if equals else argument)
+        elif index > 0 and argv[index - 1] in ("--config", "-c"):
+            expanded.append(_config_path(argument))
         else:
             expanded.append(argument)
     return expanded
+
+
+def _config_path(path: str) -> str:
+    resolved = here_or_in_repo(path)
+    if resolved != Path(path).expanduser().absolute():
+        print(f"handmesh: config {resolved} (no {path} in the current folder)", file=sys.stderr)
+    return str(resolved)
 
 
 def run_lightning(name: str, argv: list[str]) -> int:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-import torch
+from handmesh.errors import HandmeshError
 
-from handmesh.mano import ManoLayer
-from handmesh.mano_file import resolve_mano_dir
-from handmesh.poses import POSE_NAMES, named_pose, viewing_placement
-from handmesh.render import MeshRenderer
+if TYPE_CHECKING:  # numpy, torch and the renderer load when used, so `--help` stays fast
+    import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mano-dir", help="folder with MANO_RIGHT.pkl (default: data/mano, else the stand-in)")
-    parser.add_argument("--pose", choices=POSE_NAMES, default="flat", help="which pose to render (default: flat)")
+    parser.add_argument("--pose", default="flat",
+                        help="flat (default), fist, pinch, point, or random (drawn with --seed)")
     parser.add_argument("--side", choices=("right", "left"), default="right")
     parser.add_argument("--size", type=int, default=512, help="image width and height in pixels (default: 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --pose random")
@@ -26,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def render_hand(mano_dir: Path, pose: str, side: str, size: int, seed: int = 0) -> np.ndarray:
     """(size, size, 3) uint8 RGB picture of the posed hand, palm toward the camera, on a light background."""
+    import numpy as np
+    import torch
+
+    from handmesh.mano import ManoLayer
+    from handmesh.poses import named_pose, viewing_placement
+    from handmesh.render import MeshRenderer
+
     layer = ManoLayer.from_dir(mano_dir, side=side)
     with torch.no_grad():
         vertices = layer(named_pose(layer, pose, seed)).vertices[0].double().numpy()
@@ -42,6 +47,13 @@ def render_hand(mano_dir: Path, pose: str, side: str, size: int, seed: int = 0) 
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from handmesh.mano_file import resolve_mano_dir
+    from handmesh.poses import POSE_NAMES
+
+    if args.pose not in POSE_NAMES:
+        raise HandmeshError(f"--pose {args.pose!r}: expected one of {', '.join(POSE_NAMES)}.")
     source = resolve_mano_dir(args.mano_dir)
     print(source.describe())
     image = render_hand(source.directory, args.pose, args.side, args.size, args.seed)

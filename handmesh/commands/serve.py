@@ -7,16 +7,14 @@ Safe by default: it listens on 127.0.0.1 only and makes no public link; reach a 
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from handmesh.cli_values import ENGINES
 from handmesh.errors import HandmeshError
-
-ENGINES = ("torch", "onnx")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_engine(checkpoint: Path | None, mano_dir: str | None, engine: str):
-    """The demo's predictor loader, with the engine when this version of the demo knows engines."""
+    """The demo's predictor loader (the same checkpoint forms and engines as `handmesh demo`)."""
     from handmesh.demo.app import load_predictor
 
-    if "engine" in inspect.signature(load_predictor).parameters:
-        return load_predictor(checkpoint, mano_dir, engine=engine)
-    if engine != "torch":
-        raise HandmeshError(f"--engine {engine}: this version's demo pipeline runs torch only; use --engine torch")
-    return load_predictor(checkpoint, mano_dir)
+    return load_predictor(checkpoint, mano_dir, engine=engine)
 
 
 def run(args: argparse.Namespace) -> int:

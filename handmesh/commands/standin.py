@@ -7,7 +7,6 @@ from pathlib import Path
 
 from handmesh.errors import HandmeshError
 from handmesh.mano_file import DEFAULT_STANDIN_DIR, STANDIN_VERSION
-from handmesh.standin import write_standin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from handmesh.standin import write_standin
+
     if args.out.exists() and not args.out.is_dir():
         raise HandmeshError(f"--out {args.out} is a file; expected a folder to write MANO_RIGHT.pkl and "
                             f"MANO_LEFT.pkl into. Pass a folder path.")

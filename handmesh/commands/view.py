@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from handmesh.cli_values import check_can_write
 from handmesh.errors import DataError
 from handmesh.joints import BONES
 
@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="FreiHAND-format folder (FreiHAND_pub_v2 or a `handmesh synth` output)")
     parser.add_argument("--split", choices=("training", "evaluation"), default="training")
     parser.add_argument("--n", type=int, default=16, help="samples on the sheet, spread evenly over the split")
-    parser.add_argument("--out", default="sheet.png", help="PNG to write")
-    parser.add_argument("--mano-dir", default=None, help="hand model whose faces draw the mesh outline (default: resolved)")
+    parser.add_argument("--out", default="sheet.png", help="PNG to write (default: sheet.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    parser.add_argument("--mano-dir", default=None,
+                        help="hand model whose faces draw the mesh outline (default: resolved)")
     parser.add_argument("--size", type=int, default=224, help="tile side, pixels (the dataset's input_size)")
     parser.add_argument("--augment", action="store_true", help="show training augmentation (default strengths)")
     parser.add_argument("--seed", type=int, default=0, help="augmentation seed")
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise DataError(f"--n is {args.n}; expected at least 1 sample.")
+    out = check_can_write(args.out, args.overwrite)
     dataset = FreiHANDDataset(args.root, split=args.split, input_size=args.size,
                               augment=Augmentation() if args.augment else None)
     source = resolve_mano_dir(args.mano_dir)
@@ -96,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
         tiles.append(draw_annotations(image, item["keypoints_2d"].numpy(), vertices_2d, faces))
         labels.append(f"#{int(item['index'])} id {int(item['sample_id'])} v{int(item['version'])}")
     sheet = contact_sheet(tiles, labels, columns=int(np.ceil(np.sqrt(len(tiles)))))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     temp = out.with_name(f".{out.name}.tmp")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from handmesh.cli_values import ENGINES, parse_intrinsics
 from handmesh.demo.capture import open_source
 from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import DETECTORS, BoxTracker, make_detector
@@ -29,8 +30,6 @@ from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
 from handmesh.demo.stats import DemoStats, model_summary, steady_fps, write_stats_json
 from handmesh.demo.tracking import DEFAULT_DETECT_EVERY, DetectThenTrack
 from handmesh.errors import HandmeshError
-
-ENGINES = ("auto", "torch", "onnxruntime")  # handmesh.inference.ENGINES (torch loads only when the model does)
 
 DEFAULT_CHECKPOINT = Path("runs/quickstart/model.ckpt")  # used when present and no --checkpoint is given
 DEFAULT_SNAPSHOT_DIR = Path("runs/demo")  # where the s and r keys write
@@ -95,18 +94,6 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def parse_intrinsics(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or values[0] <= 0 or values[1] <= 0:
-        raise HandmeshError(f"--intrinsics {text!r}: expected four numbers fx,fy,cx,cy in pixels with fx, fy > 0")
-    return values
 
 
 def load_predictor(checkpoint: str | Path | None, mano_dir: str | None, engine: str = "torch",

@@ -10,6 +10,8 @@ from handmesh.demo.detect import mediapipe_available
 @pytest.mark.slow
 def test_quick_demo_bench_reports_rates_ratio_and_stages(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the untrained model's ONNX file goes here
+    # an untrained model, whatever runs/ holds
+    monkeypatch.setattr("handmesh.demo.app.DEFAULT_CHECKPOINT", tmp_path / "none.ckpt")
     result = run(quick=True)
     for key in ("demo_fps", "model_only_fps", "demo_to_model_ratio", "capture_ms", "detect_ms", "infer_ms",
                 "render_ms"):

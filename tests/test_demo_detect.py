@@ -62,16 +62,17 @@ def test_tracker_with_no_hand_goes_back_to_start():
     assert tracker.box == tracker.start_box
 
 
-def test_track_matcher_keeps_ids_for_nearby_same_side_boxes():
+def test_track_matcher_keeps_ids_and_sides_for_nearby_boxes():
     matcher = TrackMatcher()
     first = matcher.assign([Detection(Box(100, 100, 80), False, 0.9), Detection(Box(400, 100, 80), True, 0.8)])
     assert [d.track_id for d in first] == [0, 1]
     moved = matcher.assign([Detection(Box(410, 110, 80), True, 0.9), Detection(Box(120, 90, 80), False, 0.7)])
     assert {(d.is_left, d.track_id) for d in moved} == {(True, 1), (False, 0)}
-    swapped_side = matcher.assign([Detection(Box(410, 110, 80), False, 0.9)])  # same place, other side: new hand
-    assert swapped_side[0].track_id == 2
+    # Same place, the detector's handedness flipped: the same hand, which keeps its side (one mesh per hand).
+    flickered = matcher.assign([Detection(Box(410, 110, 80), False, 0.9)])
+    assert (flickered[0].track_id, flickered[0].is_left) == (1, True)
     far = matcher.assign([Detection(Box(600, 400, 80), False, 0.9)])
-    assert far[0].track_id == 3
+    assert (far[0].track_id, far[0].is_left) == (2, False)
 
 
 def test_mediapipe_handedness_label_is_for_the_mirrored_image():

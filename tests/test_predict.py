@@ -13,7 +13,7 @@ import pytest
 
 from handmesh.cli import main
 
-from tiny_synth import tiny_synthetic_set
+from tiny_synth import tiny_checkpoint, tiny_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,14 +25,7 @@ def root(pytestconfig, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(root, tmp_path_factory):
-    """A checkpoint after two training steps of the quickstart recipe at 64 px."""
-    run = tmp_path_factory.mktemp("run")
-    code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
-                 "--data.num_workers", "0", "--model.input_size", "64", "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run), "--trainer.logger",
-                 "false", "--trainer.callbacks", "[]"])
-    assert code == 0
-    return run / "checkpoints" / "last.ckpt"
+    return tiny_checkpoint(root, tmp_path_factory.mktemp("run"))
 
 
 def _evaluation_only(root: Path, target: Path) -> Path:

@@ -20,3 +20,15 @@ def tiny_synthetic_set(config: pytest.Config, tmp_path_factory: pytest.TempPathF
     base = Path(cache.mkdir("handmesh-model-tests")) if cache is not None else tmp_path_factory.mktemp("model-tests")
     folder = base / f"freihand_{N_TRAIN}_{N_EVAL}"
     return synthesize(None, folder, N_TRAIN, N_EVAL, seed=0, progress=False, log=None).root
+
+
+def tiny_checkpoint(root: Path, run: Path, input_size: int = 64) -> Path:
+    """last.ckpt of two training steps of the quickstart recipe on `root`, at `input_size` px, written under `run`."""
+    from handmesh.cli import main
+
+    code = main(["fit", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.batch_size", "4",
+                 "--data.num_workers", "0", "--model.input_size", str(input_size), "--trainer.max_steps", "2",
+                 "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(run),
+                 "--trainer.logger", "false", "--trainer.callbacks", "[]"])
+    assert code == 0
+    return run / "checkpoints" / "last.ckpt"

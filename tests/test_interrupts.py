@@ -77,8 +77,11 @@ def _fit(root, run_dir, *extra, workers: int = 0, callbacks: str = "[]", env: di
             "null", "--trainer.check_val_every_n_epoch", "1", "--trainer.max_time", "null", "--model.warmup_steps",
             "2", "--trainer.callbacks", callbacks, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", **(env or {})}
+    # Its own process group (for killpg), with Ctrl+C's default action: a shell's background job (`make test &`)
+    # starts its children with SIGINT ignored, and then Python has no KeyboardInterrupt to raise.
     return subprocess.run([sys.executable, "-m", "handmesh.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600, start_new_session=True)  # its own process group, for killpg
+                          text=True, timeout=600, start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_at(step: int, signum: int, group: bool = False, times: int = 1) -> str:

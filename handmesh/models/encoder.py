@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.models.depthwise import speed_up_depthwise
 
 PRETRAINED_NONE = None  # random initialisation (tests, the CPU quickstart)
 PRETRAINED_TIMM = "timm"  # timm's ImageNet weights: the Hugging Face cache, else downloaded into it (`timm_weights`)
@@ -41,6 +42,7 @@ class Encoder(nn.Module):
         except RuntimeError as error:  # timm: "Unknown model (...)"
             raise HandmeshError(f"timm has no model {name!r} ({error}); expected e.g. 'fastvit_t8' or "
                                 "'fastvit_ma36'") from None
+        speed_up_depthwise(self.backbone)  # CPU training passes only; the same weights and outputs
         self.name = name
         self.num_features: int = self.backbone.num_features
         data_config = timm.data.resolve_model_data_config(self.backbone)

@@ -7,12 +7,14 @@ the network's settings (`HandModelConfig`) are also stored under `checkpoint["ha
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
@@ -20,11 +22,13 @@ from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.metrics import FreiHANDMetric
+from handmesh.metrics import SCORE_KEYS, FreiHANDMetric
 from handmesh.models.hand_model import HandModel, HandModelConfig, HandOutput
 
 STAGES = ("val", "test")
-
+# Lightning's advice to sync each epoch-level value across processes (`sync_dist=True`), for the scores that
+# torchmetrics has already synced: it cannot tell them from per-process values (Lightning issue #20153)
+_SYNCED_ALREADY = rf"It is recommended to use `self\.log\('({'|'.join(STAGES)})/({'|'.join(SCORE_KEYS)})'"
 
 
 class HandMeshModule(pl.LightningModule):
@@ -105,8 +109,12 @@ class HandMeshModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         return self._evaluation_step("test", batch)
 
+    def setup(self, stage: str) -> None:
+        warnings.filterwarnings("ignore", message=_SYNCED_ALREADY, category=PossibleUserWarning)
+
     def _log_metrics(self, stage: str) -> None:
-        values = self.metrics[stage].compute().as_dict()  # synced across processes by torchmetrics
+        # synced across processes by torchmetrics: every process logs the same values, without Lightning's sync_dist
+        values = self.metrics[stage].compute().as_dict()
         shown = "pa_mpjpe_mm"
         self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items()
                        if name != shown and value is not None})

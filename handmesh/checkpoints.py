@@ -18,9 +18,9 @@ import torch
 
 from handmesh.errors import CheckpointError
 
-METADATA_KEY = "handmesh"  # checkpoint["handmesh"] = {"format": ..., "model_args": {...}, "mano": {...}}
-# Construction arguments added after FORMAT_VERSION was set, with the value that rebuilds the older networks.
-LATER_MODEL_ARGS = {"keypoint_head": False}
+# checkpoint["handmesh"] = {"format": ..., "model_args": HandModelConfig.as_dict(), "mano": {...}}; older checkpoints
+# lack the settings added later (HandModelConfig.from_dict fills them)
+METADATA_KEY = "handmesh"
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."  # the LightningModule keeps the HandModel as `self.model`
 _WHAT_TO_DO = "Use another checkpoint (runs/<name>/checkpoints/last.ckpt or best.ckpt) or train again."
@@ -162,7 +162,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def metadata(checkpoint: dict, path: str | os.PathLike) -> dict:
-    """The `handmesh` entry (format, model_args, mano), checked; a CheckpointError for other programs' checkpoints."""
+    """The `handmesh` entry (format, model_args, mano), checked; a CheckpointError for other programs' checkpoints.
+    model_args is as stored: `HandModelConfig.from_dict` reads it."""
     entry = checkpoint.get(METADATA_KEY)
     if not isinstance(entry, dict) or not isinstance(entry.get("model_args"), dict):
         raise CheckpointError(
@@ -174,8 +175,6 @@ def metadata(checkpoint: dict, path: str | os.PathLike) -> dict:
             f"{path} uses handmesh checkpoint format {entry.get('format')}, expected {FORMAT_VERSION}; "
             "use the handmesh version that wrote it, or train again."
         )
-    for key, value in LATER_MODEL_ARGS.items():  # checkpoints written before the argument existed
-        entry["model_args"].setdefault(key, value)
     return entry
 
 

@@ -8,11 +8,15 @@ written to a temporary name, checked, and only then moved into place.
 Parity is the largest difference of vertices and keypoints (metres) between the exported model and the train-time
 PyTorch graph on a random batch of another size than the one traced, so the dynamic batch is checked as well.
 Core ML models can be converted on Linux but run only on macOS: elsewhere their parity is reported as unchecked.
+
+Both formats carry `model_metadata` (ONNX metadata_props, Core ML user-defined metadata): the hand model whose arrays
+the graph holds (MANO or the stand-in), the encoder and the input size, so a file made with the stand-in says so.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -38,6 +42,8 @@ PARITY_BATCH = 3  # batch used to check it (differs from TRACE_BATCH: exercises 
 COREML_MAX_BATCH = 64
 INPUT_NAMES = ("images", "K")
 OUTPUT_NAMES = ("vertices", "keypoints", "camera")
+
+METADATA_PREFIX = "handmesh_"  # metadata keys: handmesh_hand_model, handmesh_encoder, ...
 
 # run(images (B, 3, S, S), K (B, 3, 3)) -> (vertices (B, 778, 3), keypoints (B, 21, 3), camera (B, 3)), numpy
 Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -159,9 +165,24 @@ def onnx_runner(session) -> Runner:
     return run
 
 
+def model_metadata(model: HandModel) -> dict[str, str]:
+    """What an exported file says about itself: the hand model baked into the graph (MANO or the stand-in, and
+    where it came from), the encoder, the input size and the whole HandModelConfig as JSON."""
+    mano = model.mano
+    values = {
+        "hand_model": "stand-in (not MANO: meshes are illustrative only)" if mano.is_standin else "MANO",
+        "hand_model_source": mano.source,
+        "encoder": model.config.encoder,
+        "input_size": str(model.config.input_size),
+        "config": json.dumps(model.config.as_dict()),
+    }
+    return {METADATA_PREFIX + key: value for key, value in values.items()}
+
+
 def export_onnx(model: HandModel, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
-    """Write `model` (already folded with the "torch" backend) to `path` as ONNX with a dynamic batch axis."""
-    _require("onnx", "ONNX export", "onnx==1.22.0")
+    """Write `model` (already folded with the "torch" backend) to `path` as ONNX with a dynamic batch axis and
+    `model_metadata` in its metadata_props."""
+    onnx = _require("onnx", "ONNX export", "onnx==1.22.0")
     images, K = random_inputs(TRACE_BATCH, model.input_size)
     batch_axis = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
@@ -173,6 +194,9 @@ def export_onnx(model: HandModel, path: str | os.PathLike, opset: int = ONNX_OPS
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_axes={name: batch_axis for name in INPUT_NAMES + OUTPUT_NAMES},
         )
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, model_metadata(model))
+    onnx.save(graph, str(path))
 
 
 def export_coreml(model: HandModel, path: str | os.PathLike) -> None:
@@ -191,6 +215,8 @@ def export_coreml(model: HandModel, path: str | os.PathLike) -> None:
                 ct.TensorType(name="K", shape=(batch, 3, 3))],
         outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
     )
+    for key, value in model_metadata(model).items():
+        mlmodel.user_defined_metadata[key] = value
     mlmodel.save(str(path))
 
 

@@ -1,7 +1,7 @@
 """Predictor: a trained checkpoint (or an untrained network) -> hand meshes for image crops. No Lightning at run time.
 
 Used by the demo, `handmesh export`, `handmesh bench` and `handmesh predict`. Checkpoints are read with
-`torch.load(weights_only=True)`; the network is rebuilt from the construction arguments stored in them and its
+`torch.load(weights_only=True)`; the network is rebuilt from the `HandModelConfig` stored in them and its
 encoder reparameterised (train-time branches folded) for speed.
 
 Engines: "torch" runs the network in eager PyTorch; "onnxruntime" runs it exported by `handmesh.export` (built once,
@@ -26,7 +26,7 @@ from handmesh.geometry import project_points
 from handmesh.hub import is_hub_model, read_hub_model
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 UNTRAINED_SEED = 0  # untrained networks are reproducible
 
@@ -108,16 +108,15 @@ class Predictor:
             entry = metadata(checkpoint, local)
             state, step = model_state_dict(checkpoint), checkpoint.get("global_step")
         source = resolve_mano_dir(mano_dir)
-        args = entry["model_args"]
         try:
-            model = HandModel(ManoLayer.from_dir(source.directory), **args)
-        except TypeError as error:
-            raise CheckpointError(f"{path} describes a network this handmesh cannot build ({error}; arguments {args}); "
-                                  "use the handmesh version that wrote it.") from None
+            config = HandModelConfig.from_dict(entry["model_args"])
+        except HandmeshError as error:
+            raise CheckpointError(f"{path} describes a network this handmesh cannot build: {error}") from None
+        model = HandModel(ManoLayer.from_dir(source.directory), config)
         problems = weight_problems(model, state)
         if problems:
-            raise CheckpointError(f"{path} does not fit the network it describes ({args}): {len(problems)} problems, "
-                                  f"e.g. {problems[:3]}. The file may be damaged or edited.")
+            raise CheckpointError(f"{path} does not fit the network it describes ({config}): {len(problems)} "
+                                  f"problems, e.g. {problems[:3]}. The file may be damaged or edited.")
         model.load_state_dict(state, strict=True)
         trained_on = entry.get("mano", {})
         note = ""
@@ -125,7 +124,7 @@ class Predictor:
             kind = lambda standin: "the stand-in" if standin else "MANO"  # noqa: E731
             note = (f"; WARNING: trained with {kind(trained_on['is_standin'])} but running with "
                     f"{kind(source.is_standin)}: meshes will be wrong")
-        description = (f"{args['encoder']} {args['input_size']}px {args['head']} head, trained "
+        description = (f"{config.encoder} {config.input_size}px {config.head} head, trained "
                        f"(step {step if step is not None else '?'}) from {path}; {source.describe()}{note}")
         folder = local.resolve() if local.is_dir() else local.resolve().parent
         if cache_dir is None and not is_remote(path) and os.access(folder, os.W_OK):
@@ -137,11 +136,13 @@ class Predictor:
     @classmethod
     def untrained(cls, encoder: str = "fastvit_t8", input_size: int = 128, mano_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "cpu", engine: str = "torch", threads: int | None = None) -> "Predictor":
-        """Random weights (seeded), reparameterised: outputs a hand near the mean pose. For demos and speed tests."""
+        """Random weights (seeded), reparameterised: outputs a hand near the mean pose. For demos and speed tests, so
+        a small, fast network by default; the other settings are HandModelConfig's."""
         source = resolve_mano_dir(mano_dir)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(UNTRAINED_SEED)
-            model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size)
+            model = HandModel(ManoLayer.from_dir(source.directory),
+                              HandModelConfig(encoder=encoder, input_size=input_size))
         description = (f"UNTRAINED {encoder} {input_size}px (random weights: the mesh does not follow the hand); "
                        f"{source.describe()}")
         return cls(model, description, is_trained=False, device=device, engine=engine,

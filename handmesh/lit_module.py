@@ -1,18 +1,20 @@
 """LightningModule: HandModel + losses + FreiHAND metrics + AdamW with warmup and cosine decay (per step).
 
 Arguments are plain values (LightningCLI builds them from YAML and stores them as the checkpoint's hyper_parameters);
-the network's own construction arguments are also stored under `checkpoint["handmesh"]` for `inference.Predictor`.
+the network's settings (`HandModelConfig`) are also stored under `checkpoint["handmesh"]` for `inference.Predictor`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
@@ -20,32 +22,37 @@ from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.metrics import FreiHANDMetric
-from handmesh.models.hand_model import DEFAULT_MEAN_CAMERA, HandModel, HandOutput
+from handmesh.metrics import SCORE_KEYS, FreiHANDMetric
+from handmesh.models.hand_model import HandModel, HandModelConfig, HandOutput
 
 STAGES = ("val", "test")
+# Lightning's advice to sync each epoch-level value across processes (`sync_dist=True`), for the scores that
+# torchmetrics has already synced: it cannot tell them from per-process values (Lightning issue #20153)
+_SYNCED_ALREADY = rf"It is recommended to use `self\.log\('({'|'.join(STAGES)})/({'|'.join(SCORE_KEYS)})'"
 
 
 class HandMeshModule(pl.LightningModule):
     """Trains `HandModel` on FreiHAND-format batches (docs/data.md, "Data batches"); logs `val/pa_mpjpe_mm` and friends.
 
-    encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the network (see HandModel). pretrained:
-    None, "timm" (timm's ImageNet weights: the Hugging Face cache, else a download) or a weights file. mano_dir: MANO
-    folder (None: $HANDMESH_MANO_DIR, data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
+    encoder / input_size / head / mean_camera / pose_pca / keypoint_head: the fields of `HandModelConfig`, with its
+    defaults, spelled flat so that `--model.encoder` and the hyper-parameters of existing checkpoints keep their
+    names. pretrained: None, "timm" (timm's ImageNet weights: the Hugging Face cache, else a download) or a weights
+    file; drop_path_rate: stochastic depth in the encoder. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,
+    data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
     cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
     """
 
     def __init__(
         self,
-        encoder: str = "fastvit_ma36",
-        input_size: int = 224,
-        head: Literal["ief", "transformer"] = "ief",
+        encoder: str = HandModelConfig.encoder,
+        input_size: int = HandModelConfig.input_size,
+        head: Literal["ief", "transformer"] = HandModelConfig.head,
+        mean_camera: tuple[float, float, float] = HandModelConfig.mean_camera,
+        pose_pca: int = HandModelConfig.pose_pca,
+        keypoint_head: bool = HandModelConfig.keypoint_head,
         pretrained: str | None = None,
         drop_path_rate: float = 0.0,
-        mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
-        pose_pca: int = 0,
-        keypoint_head: bool = False,
         mano_dir: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 1e-4,
@@ -60,9 +67,10 @@ class HandMeshModule(pl.LightningModule):
         self.hparams["mean_camera"] = list(mean_camera)
         source = resolve_mano_dir(mano_dir)
         rank_zero_info(source.describe())
-        self.model = HandModel(ManoLayer.from_dir(source.directory), encoder=encoder, input_size=input_size, head=head,
-                               pretrained=pretrained, drop_path_rate=drop_path_rate, mean_camera=mean_camera,
-                               pose_pca=pose_pca, keypoint_head=keypoint_head)
+        network = HandModelConfig(encoder=encoder, input_size=input_size, head=head, mean_camera=mean_camera,
+                                  pose_pca=pose_pca, keypoint_head=keypoint_head)
+        self.model = HandModel(ManoLayer.from_dir(source.directory), network, pretrained=pretrained,
+                               drop_path_rate=drop_path_rate)
         self.loss_weights = loss_weights
         self.metrics = torch.nn.ModuleDict({stage: FreiHANDMetric() for stage in STAGES})  # separate state per stage
 
@@ -101,8 +109,12 @@ class HandMeshModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         return self._evaluation_step("test", batch)
 
+    def setup(self, stage: str) -> None:
+        warnings.filterwarnings("ignore", message=_SYNCED_ALREADY, category=PossibleUserWarning)
+
     def _log_metrics(self, stage: str) -> None:
-        values = self.metrics[stage].compute().as_dict()  # synced across processes by torchmetrics
+        # synced across processes by torchmetrics: every process logs the same values, without Lightning's sync_dist
+        values = self.metrics[stage].compute().as_dict()
         shown = "pa_mpjpe_mm"
         self.log_dict({f"{stage}/{name}": float(value) for name, value in values.items()
                        if name != shown and value is not None})
@@ -146,14 +158,17 @@ class HandMeshModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[METADATA_KEY] = {
             "format": FORMAT_VERSION,
-            "model_args": self.model.construction_args(),
+            "model_args": self.model.config.as_dict(),
             "mano": {"is_standin": bool(self.model.mano.is_standin), "source": self.model.mano.source},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = metadata(checkpoint, "the checkpoint")["model_args"]
-        current = self.model.construction_args()
-        different = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+        try:
+            saved = HandModelConfig.from_dict(metadata(checkpoint, "the checkpoint")["model_args"]).as_dict()
+        except HandmeshError as error:
+            raise CheckpointError(f"the checkpoint describes a network this handmesh cannot build: {error}") from None
+        current = self.model.config.as_dict()
+        different = {key: (saved[key], value) for key, value in current.items() if saved[key] != value}
         if different:
             details = ", ".join(f"{key}: checkpoint {old!r}, configured {new!r}"
                                 for key, (old, new) in different.items())

@@ -3,6 +3,7 @@ every bad input as a clean exit 2."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -14,6 +15,7 @@ from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, MODEL_PREFIX, ato
 from handmesh.cli import main
 from handmesh.errors import HandmeshError
 from handmesh.export import (
+    METADATA_PREFIX,
     OUTPUT_NAMES,
     PARITY_TOLERANCE_M,
     export_model,
@@ -25,7 +27,7 @@ from handmesh.export import (
 )
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -34,7 +36,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model() -> HandModel:
     torch.manual_seed(0)
-    hand_model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory), encoder="fastvit_t8", input_size=SIZE)
+    hand_model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory),
+                           HandModelConfig(encoder="fastvit_t8", input_size=SIZE))
     return stress_initialise(hand_model).eval()  # random BN statistics and layer scales: every fold matters
 
 
@@ -43,7 +46,7 @@ def checkpoint(model, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "t8.ckpt"
     atomic_save({
         "state_dict": {MODEL_PREFIX + key: value for key, value in model.state_dict().items()},
-        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.construction_args(),
+        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.config.as_dict(),
                        "mano": {"is_standin": bool(model.mano.is_standin)}},
     }, path)
     return path
@@ -64,6 +67,16 @@ def test_onnx_round_trip_parity(model, exported):
     images, K = random_inputs(2, SIZE, seed=5)
     vertices = torch_runner(model)(images.numpy(), K.numpy())[0]
     assert np.abs(vertices[0] - vertices[1]).max() > 100 * PARITY_TOLERANCE_M
+
+
+def test_onnx_metadata_names_the_hand_model(model, exported):
+    metadata = onnx_session(exported.path).get_modelmeta().custom_metadata_map  # as any ONNX Runtime user reads it
+    standin = resolve_mano_dir().is_standin
+    assert metadata[METADATA_PREFIX + "hand_model"].startswith("stand-in" if standin else "MANO")
+    assert metadata[METADATA_PREFIX + "hand_model_source"] == model.mano.source
+    assert metadata[METADATA_PREFIX + "encoder"] == "fastvit_t8"
+    assert metadata[METADATA_PREFIX + "input_size"] == str(SIZE)
+    assert HandModelConfig.from_dict(json.loads(metadata[METADATA_PREFIX + "config"])) == model.config
 
 
 def test_onnx_dynamic_batch_and_outputs(model, exported):
@@ -90,6 +103,24 @@ def test_cli_export(checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "parity with PyTorch" in printed and " m," in printed
+    assert ("metadata says so" in printed) == resolve_mano_dir().is_standin
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "m.onnx"), ("hub", "hub")])
+def test_cli_export_replaces_only_with_overwrite(checkpoint, tmp_path, capsys, fmt, name):
+    out = tmp_path / name
+    if fmt == "hub":
+        out.mkdir()  # an empty folder made for the export is not a previous output
+        assert main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out)]) == 0
+    else:
+        out.write_bytes(b"previous work")
+    before = sorted((path.name, path.stat().st_mtime_ns) for path in tmp_path.rglob("*"))
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "exists; refusing to replace it. Pass --overwrite" in error and "Traceback" not in error
+    assert sorted((path.name, path.stat().st_mtime_ns) for path in tmp_path.rglob("*")) == before
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out), "--overwrite"]) == 0
+    assert (out.read_bytes() != b"previous work") if fmt == "onnx" else (out / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("arguments, message", [

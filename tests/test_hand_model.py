@@ -1,6 +1,9 @@
-"""HandModel: shapes, frames (root-relative + camera translation), projection, reparameterisation, rebuild from args."""
+"""HandModel: shapes, frames (root-relative + camera translation), projection, reparameterisation, rebuild from its
+config."""
 
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -10,11 +13,12 @@ from handmesh.geometry import project_points
 from handmesh.joints import NUM_POSE_PARAMS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import ADDED_LATER, HandModel, HandModelConfig
 from handmesh.models.keypoint_head import expected_positions
 
 torch.set_num_threads(2)
 SIZE = 64
+T8 = HandModelConfig(encoder="fastvit_t8", input_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def mano() -> ManoLayer:
 @pytest.fixture(scope="module")
 def model(mano) -> HandModel:
     torch.manual_seed(0)
-    return HandModel(mano, encoder="fastvit_t8", input_size=SIZE).eval()
+    return HandModel(mano, T8).eval()
 
 
 def _inputs(batch: int = 2):
@@ -54,7 +58,7 @@ def test_shapes_and_frames(model):
 
 
 def test_untrained_output_is_the_mean_hand(mano):
-    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE).eval()
+    model = HandModel(mano, T8).eval()
     torch.nn.init.zeros_(model.regressor.decode.weight)
     torch.nn.init.zeros_(model.regressor.decode.bias)
     with torch.no_grad():
@@ -65,7 +69,7 @@ def test_untrained_output_is_the_mean_hand(mano):
 
 
 def test_pose_in_pca_space(mano):
-    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE, pose_pca=3).eval()
+    model = HandModel(mano, replace(T8, pose_pca=3)).eval()
     assert model.regressor.pose_dim == 6 + 3
     torch.nn.init.zeros_(model.regressor.decode.weight)
     torch.nn.init.zeros_(model.regressor.decode.bias)
@@ -75,12 +79,12 @@ def test_pose_in_pca_space(mano):
         expected = mano.pose_from_pca(torch.zeros(1, 3), torch.tensor([[0.3, -0.6, 0.15]]), add_hands_mean=True)
     torch.testing.assert_close(out.pose_rotmat, expected, atol=1e-5, rtol=0)
     with pytest.raises(HandmeshError, match="pose_pca is 46"):
-        HandModel(mano, encoder="fastvit_t8", input_size=SIZE, pose_pca=46)
+        replace(T8, pose_pca=46)
 
 
 def test_reparameterisation_keeps_the_mesh(mano):
     torch.manual_seed(3)
-    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE)
+    model = HandModel(mano, T8)
     with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them is really tested
         for module in list(model.encoder.modules())[::7]:
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -102,11 +106,12 @@ def test_reparameterisation_keeps_the_mesh(mano):
     assert not any(name.endswith("rbr_skip.weight") for name, _ in model.named_parameters())
 
 
-def test_construction_args_rebuild_the_same_network(mano, model):
-    args = model.construction_args()
+def test_the_stored_config_rebuilds_the_same_network(mano, model):
+    args = model.config.as_dict()
     assert args == {"encoder": "fastvit_t8", "input_size": SIZE, "head": "ief", "mean_camera": list(model.mean_camera),
                     "pose_pca": 0, "keypoint_head": False}
-    rebuilt = HandModel(mano, **args).eval()
+    assert all(type(value) in (str, int, bool, list) for value in args.values())  # loads with weights_only
+    rebuilt = HandModel(mano, HandModelConfig.from_dict(args)).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     images, K = _inputs()
     with torch.no_grad():
@@ -124,7 +129,7 @@ def test_mano_stays_float32_under_bfloat16_autocast(model):
 
 def test_bad_input_size(mano):
     with pytest.raises(HandmeshError, match="multiple of 32"):
-        HandModel(mano, encoder="fastvit_t8", input_size=100)
+        replace(T8, input_size=100)
 
 
 def test_keypoint_readout_is_the_weighted_cell_centre():
@@ -138,8 +143,8 @@ def test_keypoint_readout_is_the_weighted_cell_centre():
 
 def test_keypoint_head_feeds_the_regressor(mano):
     torch.manual_seed(4)
-    model = HandModel(mano, encoder="fastvit_t8", input_size=SIZE, keypoint_head=True).eval()
-    assert model.construction_args()["keypoint_head"] is True
+    model = HandModel(mano, replace(T8, keypoint_head=True)).eval()
+    assert model.config.as_dict()["keypoint_head"] is True
     images, K = _inputs()
     with torch.no_grad():
         out = model(images, K)
@@ -150,4 +155,17 @@ def test_keypoint_head_feeds_the_regressor(mano):
         moved = model(images, K)
     assert (moved.keypoints_2d_heatmap - out.keypoints_2d_heatmap).abs().max() > 1.0
     assert (moved.vertices - out.vertices).abs().max() > 0.0  # ... another mesh: the regressor reads them
-    assert HandModel(mano, encoder="fastvit_t8", input_size=SIZE)(images, K).keypoints_2d_heatmap is None
+    assert HandModel(mano, T8)(images, K).keypoints_2d_heatmap is None
+
+
+def test_config_from_older_checkpoints():
+    first = {"encoder": "fastvit_t8", "input_size": 128, "head": "ief", "mean_camera": [6.5, 0.0, 0.0]}  # the 1st layout
+    config = HandModelConfig.from_dict(first)
+    assert (config.pose_pca, config.keypoint_head, config.mean_camera) == (0, False, (6.5, 0.0, 0.0))
+    assert HandModelConfig.from_dict(config.as_dict()) == config
+    # every setting is either in the first checkpoints or has the value that rebuilds them
+    assert {field.name for field in fields(HandModelConfig)} == set(first) | set(ADDED_LATER)
+    with pytest.raises(HandmeshError, match=r"unknown \['width'\]"):
+        HandModelConfig.from_dict({**first, "width": 2})
+    with pytest.raises(HandmeshError, match=r"missing \['encoder'\]"):
+        HandModelConfig.from_dict({key: value for key, value in first.items() if key != "encoder"})

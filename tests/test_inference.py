@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, atomic_save, metadata
+from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, MODEL_PREFIX, atomic_save
 from handmesh.cli import main
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
 from handmesh.inference import Predictor
+from handmesh.mano import ManoLayer
+from handmesh.mano_file import resolve_mano_dir
+from handmesh.models.hand_model import HandModel, HandModelConfig
 from handmesh.predjson import read_pred_json
 
 from tiny_synth import N_EVAL, tiny_checkpoint, tiny_synthetic_set
@@ -105,9 +108,42 @@ def test_bad_checkpoints_are_clear_errors(checkpoint, tmp_path):
         Predictor.from_checkpoint(other)
 
 
-def test_checkpoints_from_before_an_argument_existed_rebuild_their_network():
-    old = {METADATA_KEY: {"format": FORMAT_VERSION, "model_args": {"encoder": "fastvit_t8", "input_size": 128}}}
-    assert metadata(old, "old.ckpt")["model_args"]["keypoint_head"] is False  # written before the keypoint head
+def _first_layout_checkpoint(path) -> HandModel:
+    """Writes a checkpoint as the first handmesh wrote them (network settings and flat hyper-parameters without
+    pose_pca and keypoint_head) -> the network it holds."""
+    import pytorch_lightning as pl
+
+    torch.manual_seed(3)
+    model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory),
+                      HandModelConfig(encoder="fastvit_t8", input_size=SIZE)).eval()
+    first = {"encoder": "fastvit_t8", "input_size": SIZE, "head": "ief", "mean_camera": [6.5, 0.0, 0.0]}
+    hyper_parameters = {**first, "pretrained": None, "drop_path_rate": 0.0, "mano_dir": None, "lr": 5e-4,
+                        "weight_decay": 1e-4, "encoder_lr_mult": 1.0, "warmup_steps": 500, "min_lr_ratio": 0.01}
+    atomic_save({"pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 5,
+                 "state_dict": {MODEL_PREFIX + key: value for key, value in model.state_dict().items()},
+                 "hyper_parameters": hyper_parameters,
+                 METADATA_KEY: {"format": FORMAT_VERSION, "model_args": first,
+                                "mano": {"is_standin": bool(model.mano.is_standin), "source": model.mano.source}}},
+                path)
+    return model
+
+
+def test_a_checkpoint_in_the_first_layout_loads(root, evaluation, tmp_path, capsys):
+    path = tmp_path / "first.ckpt"
+    model = _first_layout_checkpoint(path)
+    predictor = Predictor.from_checkpoint(path)
+    assert predictor.model.config == HandModelConfig(encoder="fastvit_t8", input_size=SIZE, pose_pca=0,
+                                                     keypoint_head=False)
+    images, K = evaluation
+    with torch.no_grad():
+        expected = model(images, K).vertices.numpy()
+    assert np.abs(predictor.predict_images(images, K).vertices - expected).max() <= 1e-4
+    # and through Lightning: `validate` with the network's settings on the command line
+    assert main(["validate", "--config", "configs/quickstart.yaml", "--data.root", str(root), "--data.num_workers",
+                 "0", "--model.input_size", str(SIZE), "--model.pose_pca", "0", "--model.keypoint_head", "false",
+                 "--trainer.logger", "false",
+                 "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(path)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_model_trained_on_another_hand_model_is_flagged(checkpoint, tmp_path):

@@ -16,7 +16,7 @@ from handmesh.export import PARITY_TOLERANCE_M
 from handmesh.inference import Predictor
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -24,11 +24,12 @@ SIZE = 64
 
 def save_checkpoint(path, seed: int) -> None:
     torch.manual_seed(seed)
-    model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory), encoder="fastvit_t8", input_size=SIZE)
+    model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory),
+                      HandModelConfig(encoder="fastvit_t8", input_size=SIZE))
     stress_initialise(model)  # random BN statistics and layer scales: every fold matters
     atomic_save({
         "state_dict": {MODEL_PREFIX + key: value for key, value in model.state_dict().items()},
-        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.construction_args(),
+        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.config.as_dict(),
                        "mano": {"is_standin": bool(model.mano.is_standin)}},
     }, path)
 

@@ -23,7 +23,7 @@ from handmesh.errors import CheckpointError
 from handmesh.inference import Predictor
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 torch.set_num_threads(2)
 SIZE = 64
@@ -37,10 +37,11 @@ def run_dir(tmp_path_factory) -> Path:
     """runs/NAME with checkpoints/last.ckpt (a t8 at 64 px, random weights) and the run's scores.json."""
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory), encoder="fastvit_t8", input_size=SIZE)
+    model = HandModel(ManoLayer.from_dir(resolve_mano_dir().directory),
+                      HandModelConfig(encoder="fastvit_t8", input_size=SIZE))
     atomic_save({
         "state_dict": {MODEL_PREFIX + key: value for key, value in model.state_dict().items()}, "global_step": 7,
-        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.construction_args(),
+        METADATA_KEY: {"format": FORMAT_VERSION, "model_args": model.config.as_dict(),
                        "mano": {"is_standin": bool(model.mano.is_standin), "source": model.mano.source}},
     }, run / "checkpoints" / "last.ckpt")
     (run / "scores.json").write_text(json.dumps(SCORES))

@@ -13,7 +13,7 @@ import torch
 
 from handmesh.data.synth import uv_scale_from_root
 from handmesh.mano import ManoLayer
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 from mano_numpy import axis_angle, freihand_keypoints, load_arrays, posed_vertices, write_perturbed
 
@@ -56,7 +56,8 @@ def test_the_network_keypoints_are_its_mesh_keypoints(standin_dir):
     they are still J_regressor @ its vertices plus the tip vertices (the regressor's rows sum to 1, so translation
     commutes with it). The layer holds no weights, so checkpoints from before this definition load unchanged."""
     model = load_arrays(standin_dir / "MANO_RIGHT.pkl")
-    network = HandModel(ManoLayer.from_dir(standin_dir, "right"), encoder="fastvit_t8", input_size=64).eval()
+    network = HandModel(ManoLayer.from_dir(standin_dir, "right"),
+                        HandModelConfig(encoder="fastvit_t8", input_size=64)).eval()
     assert not [key for key in network.state_dict() if key.startswith("mano.")]
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     K = torch.tensor([[150.0, 0.0, 32.0], [0.0, 150.0, 32.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)

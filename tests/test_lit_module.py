@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import fields
 
 import pytest
 import pytorch_lightning as pl
@@ -13,6 +15,7 @@ from handmesh.checkpoints import METADATA_KEY, read_checkpoint
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
 from handmesh.lit_module import HandMeshModule, warmup_cosine
+from handmesh.models.hand_model import HandModelConfig
 
 from tiny_synth import tiny_synthetic_set
 
@@ -33,6 +36,19 @@ def test_warmup_then_cosine():
     assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
     assert factor(110) == pytest.approx(0.1)
     assert factor(500) == pytest.approx(0.1)  # stays at the floor past the end
+
+
+def test_the_network_arguments_are_hand_model_config():
+    """Spelled flat (`--model.encoder`), with HandModelConfig's names, types and defaults, and passed on whole."""
+    parameters = inspect.signature(HandMeshModule).parameters
+    for field in fields(HandModelConfig):
+        assert parameters[field.name].default == field.default, field.name
+        assert parameters[field.name].annotation == field.type, field.name
+    module = HandMeshModule(encoder="fastvit_t8", input_size=64, pose_pca=2, keypoint_head=True,
+                            mean_camera=(6.0, 0.1, 0.0))
+    assert module.model.config == HandModelConfig(encoder="fastvit_t8", input_size=64, pose_pca=2,
+                                                  keypoint_head=True, mean_camera=(6.0, 0.1, 0.0))
+    assert module.hparams["mean_camera"] == [6.0, 0.1, 0.0]  # plain values: checkpoints load with weights_only
 
 
 def test_optimizer_groups_scale_the_encoder_and_skip_decay_on_norms():
@@ -68,7 +84,7 @@ def test_overfits_four_samples_and_writes_a_loadable_checkpoint(root, tmp_path):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = read_checkpoint(path)  # torch.load(weights_only=True): plain values only
-    assert checkpoint[METADATA_KEY]["model_args"] == module.model.construction_args()
+    assert checkpoint[METADATA_KEY]["model_args"] == module.model.config.as_dict()
     assert checkpoint["hyper_parameters"]["loss_weights"]["keypoints_3d"] == module.loss_weights.keypoints_3d
     other = HandMeshModule(encoder="fastvit_t8", input_size=96)
     with pytest.raises(CheckpointError, match="input_size: checkpoint 64, configured 96"):

@@ -27,7 +27,7 @@ from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.models.hand_model import HandModel
+from handmesh.models.hand_model import HandModel, HandModelConfig
 
 SEED = 0
 THREADS = 2
@@ -78,7 +78,8 @@ def build_model(config: ModelBenchConfig, mano_dir: str | os.PathLike | None = N
     source = resolve_mano_dir(mano_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = HandModel(ManoLayer.from_dir(source.directory), encoder=config.encoder, input_size=config.input_size)
+        model = HandModel(ManoLayer.from_dir(source.directory),
+                          HandModelConfig(encoder=config.encoder, input_size=config.input_size))
     return stress_initialise(model).eval(), source.describe()
 
 

@@ -6,7 +6,9 @@ or -> a Hugging Face-style folder (`--format hub`: model.safetensors, config.jso
 
 The file takes images (B, 3, S, S) float in [0, 1] RGB and K (B, 3, 3) crop intrinsics (pixels) and returns
 vertices (B, 778, 3) and keypoints (B, 21, 3) in metres (camera frame) and the camera (B, 3), any batch size.
-Nothing is written unless the exported model matches PyTorch within the tolerance.
+Nothing is written unless the exported model matches PyTorch within the tolerance, and an existing --out is replaced
+only with --overwrite. The file's metadata names the hand model it holds (MANO or the stand-in), the encoder and the
+input size (`handmesh.export.model_metadata`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from handmesh.export import FORMATS, PARITY_TOLERANCE_M, check_format, export_model
+from handmesh.cli_values import check_can_write
+from handmesh.export import FORMATS, METADATA_PREFIX, PARITY_TOLERANCE_M, check_format, export_model
 from handmesh.hub import write_hub_folder
 from handmesh.inference import Predictor
 
@@ -32,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="onnx", help=f"one of {', '.join(FORMATS + (HUB_FORMAT,))} (default: onnx)")
     parser.add_argument("--out", required=True, type=Path,
                         help="where to write the model (.onnx, a .mlpackage folder, or a folder for hub)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     parser.add_argument("--scores", type=Path, default=None,
                         help="hub: the scores.json for the model card (default: the run's, beside the checkpoint)")
     parser.add_argument("--mano-dir", default=None,
@@ -44,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    empty_folder = args.format == HUB_FORMAT and args.out.is_dir() and not any(args.out.iterdir())
+    if not empty_folder:
+        check_can_write(args.out, args.overwrite)
     if args.format == HUB_FORMAT:
         written = write_hub_folder(args.checkpoint, args.out, args.scores)
         print(f"wrote {', '.join(str(path) for path in written)}")
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         result = export_model(predictor.model, args.out, args.format, tolerance=args.tolerance, on_stage=on_stage)
         bar.update(bar.total - bar.n)
     print(predictor.description)
+    if predictor.is_standin:
+        print(f"made with the stand-in hand model, not MANO: the file's metadata says so ({METADATA_PREFIX}hand_model)")
     print(f"wrote {result.path} ({result.format}, {result.size_mb:.1f} MiB, {result.seconds:.1f} s)")
     print(result.parity.describe())
     return 0

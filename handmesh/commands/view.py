@@ -1,10 +1,13 @@
 """`handmesh view ROOT`: a contact sheet of a FreiHAND-format folder with each sample's 2D skeleton (finger colours)
-and mesh silhouette outline drawn from its annotations, to check data (and augmentation) by eye."""
+and mesh silhouette outline drawn from its annotations, to check data (and augmentation) by eye. A caption under the
+tiles says when the data (`handmesh synth`) or the outlines' hand model is the stand-in, not MANO."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +18,8 @@ from handmesh.joints import BONES
 
 FINGER_COLOURS = ((230, 60, 60), (240, 170, 40), (80, 200, 80), (60, 150, 240), (190, 90, 230))  # RGB, thumb..pinky
 OUTLINE_COLOUR = (255, 255, 255)
+CAPTION_COLOUR = (255, 200, 60)  # RGB
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.35
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +78,47 @@ def contact_sheet(tiles: list[np.ndarray], labels: list[str], columns: int) -> n
     return sheet
 
 
+def standin_notes(root: str | os.PathLike, outline_is_standin: bool) -> list[str]:
+    """What the sheet must say about the stand-in: data `handmesh synth` made with it (its marker file says so), and
+    outlines drawn with its faces. Empty for FreiHAND drawn with MANO."""
+    from handmesh.data.synth import MARKER
+
+    notes = []
+    try:
+        info = json.loads((Path(root) / MARKER).read_bytes())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("is_standin"):
+        notes.append("SYNTHETIC data made with the STAND-IN hand model, not MANO: shapes and poses are illustrative")
+    if outline_is_standin:
+        notes.append("mesh outlines drawn with the STAND-IN hand model's faces, not MANO's")
+    return notes
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines that fit `width` pixels in the caption font, broken at spaces."""
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if lines[-1] and cv2.getTextSize(candidate, FONT, FONT_SCALE, 1)[0][0] > width:
+            lines.append(word)
+        else:
+            lines[-1] = candidate
+    return lines
+
+
+def add_caption(sheet: np.ndarray, notes: list[str]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the sheet with `notes` written in a band under it (wrapped to its width)."""
+    if not notes:
+        return sheet
+    lines = [line for note in notes for line in _wrap(note, sheet.shape[1] - 8)]
+    height = cv2.getTextSize("Ag", FONT, FONT_SCALE, 1)[0][1] + 6
+    band = np.full((len(lines) * height + 6, sheet.shape[1], 3), 0, dtype=np.uint8)
+    for row, line in enumerate(lines):
+        cv2.putText(band, line, (4, (row + 1) * height), FONT, FONT_SCALE, CAPTION_COLOUR, 1, cv2.LINE_AA)
+    return np.concatenate([sheet, band], axis=0)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -98,11 +144,13 @@ def run(args: argparse.Namespace) -> int:
         vertices_2d = project(item["vertices"].numpy(), item["K"].numpy())
         tiles.append(draw_annotations(image, item["keypoints_2d"].numpy(), vertices_2d, faces))
         labels.append(f"#{int(item['index'])} id {int(item['sample_id'])} v{int(item['version'])}")
-    sheet = contact_sheet(tiles, labels, columns=int(np.ceil(np.sqrt(len(tiles)))))
+    notes = standin_notes(args.root, source.is_standin)
+    sheet = add_caption(contact_sheet(tiles, labels, columns=int(np.ceil(np.sqrt(len(tiles))))), notes)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     temp = out.with_name(f".{out.name}.tmp")
     temp.write_bytes(encoded.tobytes())
     os.replace(temp, out)
-    print(f"wrote {out}: {len(tiles)} samples of {args.root} ({args.split})")
+    print(f"wrote {out}: {len(tiles)} samples of {args.root} ({args.split})"
+          + "".join(f"; captioned: {note}" for note in notes))
     return 0

@@ -39,9 +39,8 @@ def steady_fps(output_times: list[float], warmup: int = WARMUP_FRAMES) -> float:
 
 def model_summary(predictor) -> dict:
     """What the stats say about the network: encoder, input size, trained or not, the Predictor's description."""
-    args = predictor.model.construction_args()
-    return {"encoder": args.get("encoder"), "input_size": predictor.input_size, "trained": predictor.is_trained,
-            "description": predictor.description}
+    return {"encoder": predictor.model.config.encoder, "input_size": predictor.input_size,
+            "trained": predictor.is_trained, "description": predictor.description}
 
 
 def write_stats_json(stats: DemoStats, path: str | os.PathLike) -> None:

@@ -6,7 +6,8 @@ No Lightning and no data code here: training wraps it (`lit_module.py`), inferen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 from torch import nn
@@ -27,10 +28,54 @@ from handmesh.models.regressor import build_regressor
 
 NUM_FINGER_PARAMS = NUM_POSE_PARAMS - 3  # 45 axis-angle values of the 15 finger joints = MANO's PCA components
 
-# A typical weak-perspective camera (s, tx, ty) for a hand centred in the crop: on `handmesh synth` data (FreiHAND-like
-# focal lengths of 500-700 px at 224 px, hands spanning 40-70% of the image) the ground truth has s = 6.8 +- 1.6
-# (median 6.6) and tx, ty = 0 +- 0.05 m. The regressor refines it per image.
-DEFAULT_MEAN_CAMERA = (6.5, 0.0, 0.0)
+# Settings added after checkpoints began storing HandModelConfig, with the value that rebuilds the networks saved before
+ADDED_LATER = {"pose_pca": 0, "keypoint_head": False}
+
+
+@dataclass(frozen=True)
+class HandModelConfig:
+    """The network's settings: what a checkpoint stores and `HandModel` is rebuilt from. The defaults, here only, are
+    the paper recipe's network; configs/*.yaml override them (docs/architecture.md, "Model choices").
+
+    How training starts (`pretrained` weights, `drop_path_rate`) is not part of it: it does not change what the
+    trained weights mean.
+    """
+
+    encoder: str = "fastvit_ma36"  # a timm FastViT name
+    input_size: int = 224  # crop side S, pixels; a multiple of 32
+    head: Literal["ief", "transformer"] = "ief"  # the regressor (models/regressor.py)
+    # starting weak-perspective camera (s, tx, ty): a hand centred in the crop and spanning about half of it
+    mean_camera: tuple[float, float, float] = (6.5, 0.0, 0.0)
+    # 0: each finger joint's rotation in 6D; K > 0: the first K coefficients of MANO's pose PCA (around hands_mean)
+    pose_pca: int = 0
+    keypoint_head: bool = False  # 21 keypoint maps on a mid-level stage, read by the regressor (keypoint_head.py)
+
+    def __post_init__(self):
+        if self.input_size % 32 or self.input_size < 32:
+            raise HandmeshError(f"input_size is {self.input_size}, expected a multiple of 32 (FastViT downsamples by "
+                                "32), e.g. 128 or 224")
+        if not 0 <= self.pose_pca <= NUM_FINGER_PARAMS:
+            raise HandmeshError(f"pose_pca is {self.pose_pca}, expected 0 (each finger joint's rotation in 6D) or a "
+                                f"number of MANO pose PCA components from 1 to {NUM_FINGER_PARAMS}")
+        object.__setattr__(self, "mean_camera", tuple(float(value) for value in self.mean_camera))
+
+    def as_dict(self) -> dict:
+        """Plain values (lists, not tuples): what checkpoints store, loadable with torch.load(weights_only=True)."""
+        values = asdict(self)
+        values["mean_camera"] = list(self.mean_camera)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "HandModelConfig":
+        """`as_dict()` values, also from older checkpoints (settings in ADDED_LATER may be missing)."""
+        names = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - names)
+        missing = sorted(names - set(values) - set(ADDED_LATER))
+        if unknown or missing:
+            found = (f"; unknown {unknown}" if unknown else "") + (f"; missing {missing}" if missing else "")
+            raise HandmeshError(f"network settings {values}: expected {sorted(names)}{found}. Use the handmesh "
+                                "version that wrote them.")
+        return cls(**{**ADDED_LATER, **values})
 
 
 @dataclass
@@ -53,55 +98,35 @@ class HandModel(nn.Module):
     """images (B, 3, S, S) RGB, uint8 or float in [0, 1] (see `Encoder`), K (B, 3, 3) crop intrinsics (pixels) ->
     `HandOutput`.
 
-    `mano` is the MANO layer (its arrays are non-persistent buffers: checkpoints hold the network only). The other
-    arguments are plain values, returned by `construction_args()` so a checkpoint can rebuild the same network.
-    pose_pca: 0 regresses each finger joint's rotation in 6D (the FastViT/HMR recipe); K > 0 regresses the first K
-    coefficients of MANO's pose PCA (`hands_components`, around `hands_mean`) instead: a low-dimensional pose space
-    whose leading components (overall curl, spread) are learned first, which is what a short CPU run needs.
-    keypoint_head: also locate the 21 keypoints in 2D from a mid-level feature map (`KeypointHead`, supervised in
-    2D) and give the regressor those positions next to the pooled features.
+    `mano` is the MANO layer (its arrays are non-persistent buffers: checkpoints hold the network only); `config` the
+    network (`HandModelConfig`, kept as `self.config` so a checkpoint can rebuild the same network). pose_pca K > 0
+    regresses a low-dimensional pose space whose leading components (overall curl, spread) are learned first, which
+    is what a short CPU run needs; keypoint_head locates the 21 keypoints in 2D (`KeypointHead`, supervised in 2D)
+    and gives the regressor those positions next to the pooled features.
+    pretrained / drop_path_rate: how training starts (see `Encoder`); None / 0.0 for inference.
     """
 
-    def __init__(
-        self,
-        mano: ManoLayer,
-        encoder: str = "fastvit_ma36",
-        input_size: int = 224,
-        head: str = "ief",
-        pretrained: str | None = None,
-        drop_path_rate: float = 0.0,
-        mean_camera: tuple[float, float, float] = DEFAULT_MEAN_CAMERA,
-        pose_pca: int = 0,
-        keypoint_head: bool = False,
-    ):
+    def __init__(self, mano: ManoLayer, config: HandModelConfig = HandModelConfig(), pretrained: str | None = None,
+                 drop_path_rate: float = 0.0):
         super().__init__()
-        if input_size % 32 or input_size < 32:
-            raise HandmeshError(f"input_size is {input_size}, expected a multiple of 32 (FastViT downsamples by 32), "
-                                "e.g. 128 or 224")
-        self.input_size = input_size
-        if not 0 <= pose_pca <= NUM_FINGER_PARAMS:
-            raise HandmeshError(f"pose_pca is {pose_pca}, expected 0 (each finger joint's rotation in 6D) or a number "
-                                f"of MANO pose PCA components from 1 to {NUM_FINGER_PARAMS}")
-        self.head_name = head
-        self.mean_camera = tuple(float(v) for v in mean_camera)
-        self.pose_pca = pose_pca
+        self.config = config
+        self.input_size = config.input_size
+        self.mean_camera = config.mean_camera
+        self.pose_pca = config.pose_pca
         self.mano = mano
-        self.encoder = Encoder(encoder, pretrained=pretrained, drop_path_rate=drop_path_rate)
+        self.encoder = Encoder(config.encoder, pretrained=pretrained, drop_path_rate=drop_path_rate)
         with torch.no_grad():
             mean_pose = mano.pose_from_axis_angle(torch.zeros(1, NUM_POSE_PARAMS), add_hands_mean=True)[0]  # (16, 3, 3)
         # pose layout: global rotation in 6D, then the fingers: 15 rotations in 6D, or `pose_pca` PCA coefficients
+        pose_pca = config.pose_pca
         fingers = torch.zeros(pose_pca) if pose_pca else rotmat_to_rot6d(mean_pose[1:]).reshape(-1)  # 0 = hands_mean
         start = torch.cat([rotmat_to_rot6d(mean_pose[0]), fingers])
         self.keypoint_head = (KeypointHead(self.encoder.stage_channels(KEYPOINT_STAGE),
-                                           self.encoder.stage_stride(KEYPOINT_STAGE)) if keypoint_head else None)
-        cue_dim = 2 * NUM_KEYPOINTS if keypoint_head else 0  # keypoint positions, crop units centred on the crop
-        self.regressor = build_regressor(head, self.encoder.num_features, start, self.mean_camera, cue_dim=cue_dim)
-
-    def construction_args(self) -> dict:
-        """Plain values that rebuild this network's structure (weights come from the state dict)."""
-        return {"encoder": self.encoder.name, "input_size": self.input_size, "head": self.head_name,
-                "mean_camera": list(self.mean_camera), "pose_pca": self.pose_pca,
-                "keypoint_head": self.keypoint_head is not None}
+                                           self.encoder.stage_stride(KEYPOINT_STAGE)) if config.keypoint_head
+                             else None)
+        cue_dim = 2 * NUM_KEYPOINTS if config.keypoint_head else 0  # keypoint positions, crop units centred on the crop
+        self.regressor = build_regressor(config.head, self.encoder.num_features, start, self.mean_camera,
+                                         cue_dim=cue_dim)
 
     def pose_rotations(self, pose: torch.Tensor) -> torch.Tensor:
         """Regressed pose (B, P) -> (B, 16, 3, 3) full MANO rotations (see the layout in __init__)."""

@@ -1,7 +1,7 @@
 """2D keypoints from a mid-level feature map: one spatial softmax per keypoint, read out as its expected position.
 
 Integral regression (Sun et al. 2018, "Integral Human Pose Regression"): differentiable, sub-cell accurate, and
-supervised directly in pixels. Why the hand model has it (switch: `HandModel(keypoint_head=True)`):
+supervised directly in pixels. Why the hand model has it (switch: `HandModelConfig(keypoint_head=True)`):
 - Dense supervision: every cell of every map gets a gradient, where a global pose regressor gets one vector per image.
   From random weights the network learns where the joints are long before it learns the articulation from a pooled
   vector (measured on the quick start's synthetic set: docs/results.md).

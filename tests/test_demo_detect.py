@@ -80,15 +80,15 @@ def test_mediapipe_handedness_label_is_for_the_mirrored_image():
 
 
 def test_make_detector_choices():
-    assert isinstance(make_detector("tracker", W, H, None, left_hand=False, video=True), BoxTracker)
+    assert isinstance(make_detector("tracker", W, H, None, video=True), BoxTracker)
     with pytest.raises(HandmeshError, match="max-hands 2"):
-        make_detector("tracker", W, H, 2, left_hand=False, video=True)
+        make_detector("tracker", W, H, 2, video=True)
     with pytest.raises(HandmeshError, match="expected one of"):
-        make_detector("yolo", W, H, None, left_hand=False, video=True)
+        make_detector("yolo", W, H, None, video=True)
     if not mediapipe_available():
-        assert isinstance(make_detector("auto", W, H, None, left_hand=False, video=True), BoxTracker)
+        assert isinstance(make_detector("auto", W, H, None, video=True), BoxTracker)
         with pytest.raises(HandmeshError, match="pip install"):
-            make_detector("mediapipe", W, H, None, left_hand=False, video=True)
+            make_detector("mediapipe", W, H, None, video=True)
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
@@ -123,8 +123,8 @@ def test_a_broken_mediapipe_install_falls_back_to_the_tracker_with_one_line(monk
 
     monkeypatch.setattr(hands, "Hands", missing_model)
     messages = []
-    detector = make_detector("auto", W, H, None, left_hand=False, video=True, notify=messages.append)
+    detector = make_detector("auto", W, H, None, video=True, notify=messages.append)
     assert isinstance(detector, BoxTracker)
     assert len(messages) == 1 and "\n" not in messages[0] and "hand_landmark_full.tflite" in messages[0]
     with pytest.raises(HandmeshError, match="--detector tracker"):
-        make_detector("mediapipe", W, H, None, left_hand=False, video=True)
+        make_detector("mediapipe", W, H, None, video=True)

@@ -19,18 +19,18 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from handmesh.cli_values import ENGINES, check_can_write, parse_intrinsics
-from handmesh.demo.capture import IMAGE_SUFFIXES, open_source
+from handmesh.cli_values import ENGINES, parse_intrinsics
+from handmesh.demo.capture import open_source
 from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import DETECTORS, HANDS, BoxTracker, make_detector
 from handmesh.demo.hud import RateMeter, draw_hud
 from handmesh.demo.outputs import (
     IMAGE_OUT_SUFFIX,
-    KEYPOINTS_FILE,
     MESH_FORMATS,
     VIDEO_SUFFIXES,
     MeshSaver,
     VideoRecorder,
+    check_outputs,
     save_snapshot,
     write_png,
 )
@@ -308,29 +308,6 @@ class DemoApp:
             print(f"wrote {self.saver.meshes} meshes and {path}", file=sys.stderr)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Before anything runs: --out names a video (a .png for one image), and no output replaces a file unless
-    --overwrite; the folders exist. Sets args.out and args.stats_json to absolute paths."""
-    one_image = Path(args.source).suffix.lower() in IMAGE_SUFFIXES and Path(args.source).is_file()
-    if args.out is not None:
-        suffix = args.out.suffix.lower()
-        if one_image and suffix != IMAGE_OUT_SUFFIX:
-            raise HandmeshError(f"--out {args.out}: the source is one image, whose overlay is written as an image; "
-                                f"expected a name ending in {IMAGE_OUT_SUFFIX} (e.g. overlay.png)")
-        if not one_image and suffix not in VIDEO_SUFFIXES:
-            raise HandmeshError(f"--out {args.out}: expected a name ending in one of {', '.join(VIDEO_SUFFIXES)} "
-                                f"(a video; {IMAGE_OUT_SUFFIX} is for a --source that is one image)")
-    for option, path in (("--out", args.out), ("--stats-json", args.stats_json)):
-        if path is not None:
-            path = check_can_write(path, args.overwrite, option)
-            if not path.parent.is_dir():
-                raise HandmeshError(f"{option} {path}: the folder {path.parent} does not exist; create it or "
-                                    "write elsewhere")
-            setattr(args, option[2:].replace("-", "_"), path)
-    if args.save_meshes is not None:
-        check_can_write(Path(args.save_meshes) / KEYPOINTS_FILE, args.overwrite, "--save-meshes")
-
-
 def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     """One demo run with parsed `add_arguments` options; everything it opened is closed and finalised on return.
 
@@ -345,7 +322,7 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     if not 0.0 <= args.alpha <= 1.0:
         raise HandmeshError(f"--alpha {args.alpha}: expected an opacity between 0 and 1")
     intrinsics = parse_intrinsics(args.intrinsics)
-    check_outputs(args)
+    args.out, args.stats_json = check_outputs(args.source, args.out, args.stats_json, args.save_meshes, args.overwrite)
     threads = args.threads or default_threads()
     with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(threads):
         source = open_source(args.source)

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import trimesh
 
+from handmesh.cli_values import check_can_write
+from handmesh.demo.capture import IMAGE_SUFFIXES
 from handmesh.demo.crop import HandEstimate
 from handmesh.errors import HandmeshError
 
@@ -25,6 +27,33 @@ VIDEO_SUFFIXES = tuple(VIDEO_CODECS)
 IMAGE_OUT_SUFFIX = ".png"  # the overlay of a single image input
 MESH_FORMATS = ("obj", "ply")
 KEYPOINTS_FILE = "keypoints.json"
+
+
+def check_outputs(source: str, out: Path | None, stats_json: Path | None, save_meshes: Path | None,
+                  overwrite: bool) -> tuple[Path | None, Path | None]:
+    """Before a run: `out` names a video, or a .png when `source` is one image; nothing is replaced unless
+    `overwrite` (`out`, `stats_json`, `save_meshes`' keypoints.json); their folders exist. -> (out, stats_json),
+    absolute."""
+    one_image = Path(source).suffix.lower() in IMAGE_SUFFIXES and Path(source).is_file()
+    if out is not None:
+        suffix = Path(out).suffix.lower()
+        if one_image and suffix != IMAGE_OUT_SUFFIX:
+            raise HandmeshError(f"--out {out}: the source is one image, whose overlay is written as an image; "
+                                f"expected a name ending in {IMAGE_OUT_SUFFIX} (e.g. overlay.png)")
+        if not one_image and suffix not in VIDEO_SUFFIXES:
+            raise HandmeshError(f"--out {out}: expected a name ending in one of {', '.join(VIDEO_SUFFIXES)} "
+                                f"(a video; {IMAGE_OUT_SUFFIX} is for a --source that is one image)")
+    checked = []
+    for option, path in (("--out", out), ("--stats-json", stats_json)):
+        if path is not None:
+            path = check_can_write(path, overwrite, option)
+            if not path.parent.is_dir():
+                raise HandmeshError(f"{option} {path}: the folder {path.parent} does not exist; create it or "
+                                    "write elsewhere")
+        checked.append(path)
+    if save_meshes is not None:
+        check_can_write(Path(save_meshes) / KEYPOINTS_FILE, overwrite, "--save-meshes")
+    return checked[0], checked[1]
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

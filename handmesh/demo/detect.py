@@ -37,12 +37,13 @@ MIN_BOX_FRACTION = 0.08  # a tracked box smaller than this share of min(W, H) is
 MAX_BOX_FRACTION = 1.5  # ... and one larger than this share of max(W, H)
 HANDS = ("auto", "right", "left")  # --hand: the detector's handedness (auto; the tracker: right), or forced
 MERGE_IOU = 0.5  # boxes overlapping more than this (intersection over union) are one hand: one detection is kept
-# MediaPipe's (TFLite, absl) start-up lines on stderr that say nothing to a user; any other line is passed on
+# MediaPipe's (TFLite, absl) start-up lines on stderr that say nothing to a user, each with its newline (another
+# thread's output, a progress bar, may precede one on the same line); any other text is passed on
 NATIVE_NOISE = (
-    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
-    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
-    re.compile(r"^W\d{4} [\d:. ]+\d+ inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a "
-               r"single signature inference\. Disabling support for feedback tensors\.$"),
+    re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\r?\n"),
+    re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\r?\n"),
+    re.compile(r"W\d{4} [\d:. ]+\d+ inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a "
+               r"single signature inference\. Disabling support for feedback tensors\.\r?\n"),
 )
 
 
@@ -95,8 +96,8 @@ _STDERR_LOCK = threading.Lock()
 
 @contextmanager
 def native_stderr_filtered(noise: tuple[re.Pattern, ...] = NATIVE_NOISE):
-    """Within the block, what native code writes to file descriptor 2 is held back; on exit every line that matches
-    none of `noise` is written to stderr (errors are never lost; other threads' output is only delayed)."""
+    """Within the block, what native code writes to file descriptor 2 is held back; on exit it is written to stderr
+    without the `noise` lines (errors are never lost; other threads' output is only delayed)."""
     with _STDERR_LOCK:
         try:
             sys.stderr.flush()
@@ -113,8 +114,9 @@ def native_stderr_filtered(noise: tuple[re.Pattern, ...] = NATIVE_NOISE):
                 os.dup2(saved, 2)
                 os.close(saved)
                 held.seek(0)
-                lines = held.read().decode(errors="replace").splitlines(keepends=True)
-                kept = "".join(line for line in lines if not any(p.match(line.rstrip("\r\n")) for p in noise))
+                kept = held.read().decode(errors="replace")
+                for pattern in noise:
+                    kept = pattern.sub("", kept)
                 if kept:
                     sys.stderr.write(kept)
                     sys.stderr.flush()

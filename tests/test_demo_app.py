@@ -63,9 +63,22 @@ def headless(source, mano_dir, *extra) -> int:
                  "--no-hud", *extra])
 
 
-def test_headless_run_writes_every_frame_overlays_the_meshes_and_saves_them(tmp_path, clip, mano_dir):
+def check_summary_line(err: str, frames: int) -> None:
+    """The run's last line: a rate no faster than its slowest stage allows (none for a single frame)."""
+    (line,) = [line for line in err.splitlines() if re.match(rf"{frames} frames? in ", line)]
+    stage_ms = {stage: float(ms) for stage, ms in re.findall(r"(capture|detect|infer|render) (\d+\.\d)", line)}
+    assert {"capture", "infer", "render"} <= set(stage_ms), line
+    rate = re.search(r"(\d+\.\d) frames/s", line)
+    if frames == 1:
+        assert rate is None and "FPS" not in line, line
+    else:
+        assert rate is not None and 0 < float(rate.group(1)) <= 1000 / max(stage_ms.values()) * 1.01, line
+
+
+def test_headless_run_writes_every_frame_overlays_the_meshes_and_saves_them(tmp_path, clip, mano_dir, capsys):
     out, meshes = tmp_path / "out.mp4", tmp_path / "meshes"
     assert headless(clip.path, mano_dir, "--out", str(out), "--save-meshes", str(meshes)) == 0
+    check_summary_line(capsys.readouterr().err, FRAMES)
     inputs, outputs = read_video(clip.path), read_video(out)
     assert len(outputs) == len(inputs) == FRAMES
     assert outputs[0].shape == (H, W, 3)
@@ -101,6 +114,41 @@ def test_left_hand_and_extras_run(tmp_path, clip, mano_dir):
     record = json.loads((meshes / "keypoints.json").read_text())
     assert [h["side"] for f in record["frames"] for h in f["hands"]] == ["left", "left"]
     assert len(list(meshes.glob("*.ply"))) == 2
+
+
+def test_one_image_gives_a_png_overlay_and_no_rate(tmp_path, clip, mano_dir, capsys):
+    image = tmp_path / "hand.jpg"
+    frame = read_video(clip.path)[0]
+    cv2.imwrite(str(image), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    out = tmp_path / "overlay.png"
+    assert main(["--source", str(image), "--no-window", "--detector", "tracker", "--mano-dir", str(mano_dir),
+                 "--out", str(out)]) == 0  # with the HUD
+    err = capsys.readouterr().err
+    check_summary_line(err, 1)
+    assert f"wrote {out}" in err
+    shown = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    assert shown.shape == (H, W, 3)
+    assert (np.abs(shown.astype(int) - frame.astype(int)).max(axis=-1) > 30).mean() > 0.01  # the mesh and HUD drawn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hand.jpg", "overlay.png"]  # no video, no temporary file
+    assert headless(image, mano_dir, "--out", str(tmp_path / "overlay.mp4")) == 2
+    assert "ending in .png" in capsys.readouterr().err
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(tmp_path, clip, mano_dir, capsys):
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    for path in (out, stats):
+        path.write_bytes(b"earlier work")
+        options = ("--out", str(out)) if path == out else ("--out", str(tmp_path / "new.mp4"), "--stats-json",
+                                                           str(stats))
+        assert headless(clip.path, mano_dir, "--max-frames", "2", *options) == 2
+        assert "refusing to replace" in capsys.readouterr().err and path.read_bytes() == b"earlier work"
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / "keypoints.json").write_text("{}")
+    assert headless(clip.path, mano_dir, "--save-meshes", str(tmp_path / "meshes")) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert headless(clip.path, mano_dir, "--max-frames", "2", "--out", str(out), "--stats-json", str(stats),
+                    "--overwrite") == 0
+    assert len(read_video(out)) == 2 and json.loads(stats.read_text())["frames"] == 2
 
 
 def test_image_folder_with_a_corrupt_image_skips_it(tmp_path, clip, mano_dir, capsys):
@@ -170,6 +218,7 @@ def test_no_display_suggests_headless(monkeypatch, clip, mano_dir, capsys):
     (["--no-window", "--out", "x.mp4", "--max-hands", "0"], "--max-hands 0"),
     (["--no-window", "--out", "x.mp4", "--alpha", "1.5"], "between 0 and 1"),
     (["--no-window", "--out", "x.avi.txt"], "expected a name ending in"),
+    (["--no-window", "--out", "x.png"], "is for a --source that is one image"),
     (["--no-window", "--out", "x.mp4", "--intrinsics", "600,600,320"], "fx,fy,cx,cy"),
 ])
 def test_bad_options_are_clean_errors(tmp_path, monkeypatch, clip, mano_dir, capsys, options, message):

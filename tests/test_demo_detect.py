@@ -1,18 +1,27 @@
 """Hand finding: the box tracker, track ids, the mediapipe handedness convention (and mediapipe itself when
 installed)."""
 
+import os
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
 from handmesh.demo.detect import (
+    MERGE_IOU,
+    NATIVE_NOISE,
     BoxTracker,
     Detection,
     TrackMatcher,
+    box_iou,
     is_left_from_mediapipe,
     make_detector,
     mediapipe_available,
+    merge_overlapping,
+    native_stderr_filtered,
 )
+from handmesh.demo.tracking import DetectThenTrack
 from handmesh.errors import HandmeshError
 
 W, H = 640, 480
@@ -75,20 +84,119 @@ def test_track_matcher_keeps_ids_and_sides_for_nearby_boxes():
     assert (far[0].track_id, far[0].is_left) == (2, False)
 
 
+def test_box_iou():
+    assert box_iou(Box(50, 50, 20), Box(50, 50, 20)) == 1.0
+    assert box_iou(Box(50, 50, 20), Box(80, 50, 20)) == 0.0
+    assert box_iou(Box(50, 50, 20), Box(60, 50, 20)) == pytest.approx(200 / 600)  # half of each: 1/3
+    assert box_iou(Box(50, 50, 20), Box(50, 50, 10)) == pytest.approx(0.25)  # one inside the other
+
+
+def test_a_left_and_a_right_box_on_one_hand_become_one_hand_of_the_side_scored_higher():
+    right = Detection(Box(300, 200, 100), False, 0.62)
+    left = Detection(Box(306, 196, 104), True, 0.81)  # the same hand, called left with more confidence
+    assert box_iou(right.box, left.box) > MERGE_IOU
+    assert merge_overlapping([right, left]) == [left]
+    assert merge_overlapping([replace(right, score=0.9), left]) == [replace(right, score=0.9)]
+    apart = Detection(Box(500, 200, 100), True, 0.7)  # another hand
+    touching = Detection(Box(370, 200, 100), True, 0.7)  # overlapping a little: IoU 0.18, two hands
+    assert merge_overlapping([right, apart]) == [apart, right]  # highest score first
+    assert len(merge_overlapping([right, touching])) == 2
+
+
+def test_followed_hands_that_converge_on_one_hand_become_one():
+    class Scripted:
+        """A detector that finds two hands once (what mediapipe gives on two hands)."""
+        name = "scripted"
+
+        def detect(self, frame):
+            return [Detection(Box(200, 200, 100), False, 0.9), Detection(Box(420, 200, 100), True, 0.8)]
+
+        def close(self):
+            pass
+
+    follow = DetectThenTrack(Scripted(), W, H, every=100)
+    first = follow.detect(np.zeros((H, W, 3), np.uint8))
+    assert len(first) == 2
+    # both models' keypoints land on the same hand (one track slid onto the other)
+    hands = [replace(estimate(square_keypoints(300, 200, 25)), track_id=d.track_id) for d in first]
+    follow.update(hands)
+    (kept,) = follow.detect(np.zeros((H, W, 3), np.uint8))
+    assert kept.track_id == first[0].track_id  # the higher score goes on
+
+
+@pytest.mark.parametrize("hand, expected", [("auto", False), ("right", False), ("left", True)])
+def test_hand_option_sets_the_tracker_side(hand, expected):
+    tracker = make_detector("tracker", W, H, None, hand=hand, video=True)
+    assert tracker.detect(np.zeros((H, W, 3), np.uint8))[0].is_left is expected
+
+
+def test_unknown_hand_is_refused():
+    with pytest.raises(HandmeshError, match="auto, right, left"):
+        make_detector("tracker", W, H, None, hand="both", video=True)
+
+
+def test_native_start_up_noise_is_dropped_and_everything_else_kept(capfd):
+    noise = [
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "W0000 00:00:1796549907.978928   30550 inference_feedback_manager.cc:114] Feedback manager requires a model "
+        "with a single signature inference. Disabling support for feedback tensors.",
+    ]
+    assert all(any(pattern.fullmatch(line + "\n") for pattern in NATIVE_NOISE) for line in noise)
+    real = "E0000 00:00:1796549907.978928   30550 calculator_graph.cc:887] INTERNAL: model file is corrupt"
+    bar = "\r  0%|          | 0/12 [00:00<?, ?frame/s]"  # a progress bar drawn meanwhile, with no newline
+    with native_stderr_filtered():
+        os.write(2, (bar + "\n".join(noise[:2] + [real] + noise[2:]) + "\n").encode())
+    err = capfd.readouterr().err
+    assert err == bar + real + "\n"
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
+@pytest.mark.parametrize("hand", ["auto", "right", "left"])
+def test_mediapipe_gives_one_detection_per_hand_on_the_stand_in_clip_with_forced_sides(stand_in_clip, hand, capfd):
+    frames, clip = stand_in_clip
+    detector = make_detector("mediapipe", W, H, 2, hand=hand, video=True)
+    try:
+        found = [detector.detect(frame) for frame in frames]
+    finally:
+        detector.close()
+    assert all(len(detections) <= 1 for detections in found)  # one hand in the clip: never a second mesh on it
+    assert sum(len(detections) for detections in found) >= len(frames) - 1
+    if hand != "auto":
+        assert all(d.is_left is (hand == "left") for detections in found for d in detections)
+    err = capfd.readouterr().err
+    assert "Feedback manager" not in err and "XNNPACK" not in err
+
+
+@pytest.fixture(scope="module")
+def stand_in_clip(tmp_path_factory, standin_dir):
+    """Six frames of the stand-in right hand (640 x 480), RGB."""
+    import cv2
+
+    from handmesh.demo.synthetic import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", standin_dir, frames=6, width=W,
+                                height=H, fill=0.6)
+    capture, frames = cv2.VideoCapture(str(clip.path)), []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    return frames, clip
+
+
 def test_mediapipe_handedness_label_is_for_the_mirrored_image():
     assert is_left_from_mediapipe("Right") and not is_left_from_mediapipe("Left")
 
 
 def test_make_detector_choices():
-    assert isinstance(make_detector("tracker", W, H, None, left_hand=False, video=True), BoxTracker)
+    assert isinstance(make_detector("tracker", W, H, None, video=True), BoxTracker)
     with pytest.raises(HandmeshError, match="max-hands 2"):
-        make_detector("tracker", W, H, 2, left_hand=False, video=True)
+        make_detector("tracker", W, H, 2, video=True)
     with pytest.raises(HandmeshError, match="expected one of"):
-        make_detector("yolo", W, H, None, left_hand=False, video=True)
+        make_detector("yolo", W, H, None, video=True)
     if not mediapipe_available():
-        assert isinstance(make_detector("auto", W, H, None, left_hand=False, video=True), BoxTracker)
+        assert isinstance(make_detector("auto", W, H, None, video=True), BoxTracker)
         with pytest.raises(HandmeshError, match="pip install"):
-            make_detector("mediapipe", W, H, None, left_hand=False, video=True)
+            make_detector("mediapipe", W, H, None, video=True)
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="mediapipe has no wheel for this Python or platform")
@@ -123,8 +231,8 @@ def test_a_broken_mediapipe_install_falls_back_to_the_tracker_with_one_line(monk
 
     monkeypatch.setattr(hands, "Hands", missing_model)
     messages = []
-    detector = make_detector("auto", W, H, None, left_hand=False, video=True, notify=messages.append)
+    detector = make_detector("auto", W, H, None, video=True, notify=messages.append)
     assert isinstance(detector, BoxTracker)
     assert len(messages) == 1 and "\n" not in messages[0] and "hand_landmark_full.tflite" in messages[0]
     with pytest.raises(HandmeshError, match="--detector tracker"):
-        make_detector("mediapipe", W, H, None, left_hand=False, video=True)
+        make_detector("mediapipe", W, H, None, video=True)

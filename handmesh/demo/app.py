@@ -22,12 +22,21 @@ from tqdm import tqdm
 from handmesh.cli_values import ENGINES, parse_intrinsics
 from handmesh.demo.capture import open_source
 from handmesh.demo.crop import frame_intrinsics
-from handmesh.demo.detect import DETECTORS, BoxTracker, make_detector
-from handmesh.demo.hud import BOX_COLOUR, KEY_HELP, TEXT_COLOUR, WARNING_COLOUR, RateMeter, draw_box, draw_text_block
-from handmesh.demo.outputs import MESH_FORMATS, MeshSaver, VideoRecorder, save_snapshot
+from handmesh.demo.detect import DETECTORS, HANDS, BoxTracker, make_detector
+from handmesh.demo.hud import RateMeter, draw_hud
+from handmesh.demo.outputs import (
+    IMAGE_OUT_SUFFIX,
+    MESH_FORMATS,
+    VIDEO_SUFFIXES,
+    MeshSaver,
+    VideoRecorder,
+    check_outputs,
+    save_snapshot,
+    write_png,
+)
 from handmesh.demo.overlay import RENDERERS, OverlayRenderer, ViewOptions, panel_width
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
-from handmesh.demo.stats import DemoStats, model_summary, steady_fps, write_stats_json
+from handmesh.demo.stats import DemoStats, model_summary, steady_rate, warmup_count, write_stats_json
 from handmesh.demo.tracking import DEFAULT_DETECT_EVERY, DetectThenTrack
 from handmesh.errors import HandmeshError
 
@@ -53,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"model's keypoints in between; 1: every frame (default: {DEFAULT_DETECT_EVERY})")
     parser.add_argument("--max-hands", type=int, default=None,
                         help="hands to find (default: 2 with mediapipe, 1 tracker)")
-    parser.add_argument("--hand", choices=("right", "left"), default="right", help="side of the tracked hand (tracker)")
+    parser.add_argument("--hand", choices=HANDS, default="auto",
+                        help="side of every hand: auto = the detector's handedness (the box tracker: right); right "
+                             "or left forces it, e.g. where mediapipe is unsure of the side (default: auto)")
     parser.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
                         help="the camera's pixel intrinsics (default: f = max(W, H), centred principal point)")
     parser.add_argument("--skeleton", action="store_true", help="draw 2D keypoints and bones (key m cycles views)")
@@ -64,7 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smoothing", action="store_true", help="no temporal (One Euro) smoothing (key f toggles)")
     parser.add_argument("--no-window", action="store_true", help="headless: no window (use with --out)")
     parser.add_argument("--no-hud", action="store_true", help="no text or boxes on the frames")
-    parser.add_argument("--out", type=Path, default=None, help="record the overlay video here (.mp4)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the overlay here: a video ({', '.join(VIDEO_SUFFIXES)}), or a {IMAGE_OUT_SUFFIX} "
+                             "image when --source is one image")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out, --stats-json or --save-meshes keypoints.json (default: "
+                             "refuse)")
     parser.add_argument("--save-meshes", type=Path, default=None, metavar="DIR",
                         help="write per-frame meshes and keypoints.json into DIR")
     parser.add_argument("--mesh-format", choices=MESH_FORMATS, default="obj", help="format of written meshes")
@@ -157,7 +173,7 @@ class DemoApp:
         self.args, self.source, self.predictor = args, source, predictor
         self.K = frame_intrinsics(source.width, source.height, intrinsics)
         self.detector = make_detector(args.detector, source.width, source.height, args.max_hands,
-                                      left_hand=args.hand == "left", video=source.is_video,
+                                      hand=args.hand, video=source.is_video,
                                       detect_every=args.detect_every if source.is_video else 1)  # photos: each alone
         stack.callback(self.detector.close)
         self.settings = LiveSettings(view=ViewOptions(mesh=True, skeleton=args.skeleton, alpha=args.alpha),
@@ -167,7 +183,10 @@ class DemoApp:
         self.rates = RateMeter()
         self.status_lines = [predictor.description.split(";")[0], *model_warnings(predictor)]
         self.recorder: VideoRecorder | None = None
-        if args.out is not None:
+        self.image_out: Path | None = None  # a single image's overlay goes here (a PNG)
+        if args.out is not None and source.single_image:
+            self.image_out = args.out
+        elif args.out is not None:
             self.recorder = VideoRecorder(args.out, source.fps, self.output_size)
         stack.callback(self._stop_recording)  # also finalises a recording started with the r key
         self.saver: MeshSaver | None = None
@@ -176,6 +195,8 @@ class DemoApp:
             stack.callback(self._close_saver)
         self.frames = 0
         self.output_times: list[float] = []  # perf_counter seconds at which each frame came out
+        self.started_s: list[dict[str, float]] = []  # each frame's per-stage start times, perf_counter seconds
+        self.timings_ms: list[dict[str, float]] = []  # each frame's per-stage durations
         self.start_time = time.perf_counter()
         self.dropped = 0
         self.renderer_backend = "none"
@@ -202,11 +223,15 @@ class DemoApp:
         while (packet := pipeline.get()) is not None:
             now = time.perf_counter()
             self.output_times.append(now)
+            self.started_s.append(packet.started_s)
+            self.timings_ms.append(packet.timings_ms)
             self.rates.add_stages(packet.timings_ms)
             self.rates.tick(now)
             image = packet.image if self.args.no_hud else self._hud(packet)
             if self.recorder is not None:
                 self.recorder.write(image)
+            if self.image_out is not None:
+                print(f"wrote {write_png(self.image_out, image)}", file=sys.stderr)
             if self.saver is not None:
                 self.saver.add(packet.frame.index, packet.frame.time, packet.hands)
             self.frames += 1
@@ -220,33 +245,27 @@ class DemoApp:
     def stats(self) -> DemoStats:
         times = self.output_times
         tracking = isinstance(self.detector, DetectThenTrack)
+        fps, stage_ms = steady_rate(times, self.started_s, self.timings_ms)
         return DemoStats(
-            frames=self.frames, seconds=times[-1] - self.start_time if times else 0.0, steady_fps=steady_fps(times),
-            stage_ms=self.rates.mean_ms(), dropped=self.dropped, detector=self.detector.name,
+            frames=self.frames, seconds=times[-1] - self.start_time if times else 0.0, steady_fps=fps,
+            stage_ms=stage_ms, dropped=self.dropped, detector=self.detector.name,
             renderer=self.renderer_backend, engine=self.predictor.engine, model=model_summary(self.predictor),
             detect_every=self.detector.every if tracking else 1,
             detector_frames=len(self.detector.detected_frames) if tracking else None,
-            hands_per_frame=self.hands_per_frame,
+            hands_per_frame=self.hands_per_frame, warmup_frames=warmup_count(self.frames),
         )
 
     def _hud(self, packet) -> np.ndarray:
-        image = packet.image.copy()
-        for detection in packet.detections:
-            tracker_start = isinstance(self.detector, BoxTracker) and detection.box == self.detector.start_box
-            label = "put your hand in the box" if tracker_start else ("L" if detection.is_left else "R")
-            draw_box(image, detection.box, label, BOX_COLOUR)
-        settings = self.settings
-        state = [self.detector.name, self.predictor.engine, "smoothing on" if settings.smoothing else "smoothing off"]
+        tracker = isinstance(self.detector, BoxTracker)
+        start_box = self.detector.start_box if tracker and not packet.hands else None
+        state = [self.detector.name, self.predictor.engine, "smoothing on" if self.settings.smoothing else
+                 "smoothing off"]
         if self.recorder is not None:
             state.append(f"REC {self.recorder.frames}")
         if not packet.hands:
             state.append("no hand in view")
-        lines = [(self.rates.summary(), TEXT_COLOUR), (" | ".join(state), TEXT_COLOUR)]
-        lines += [(self.status_lines[0], TEXT_COLOUR)] + [(text, WARNING_COLOUR) for text in self.status_lines[1:]]
-        draw_text_block(image, lines)
-        if not self.args.no_window:
-            draw_text_block(image, [(KEY_HELP, TEXT_COLOUR)], top=False)
-        return image
+        return draw_hud(packet.image, packet.detections, self.rates, state, self.status_lines, start_box=start_box,
+                        key_help=not self.args.no_window)
 
     def _show(self, image: np.ndarray, packet) -> bool:
         """Shows the frame and handles keys; False to quit."""
@@ -303,9 +322,7 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
     if not 0.0 <= args.alpha <= 1.0:
         raise HandmeshError(f"--alpha {args.alpha}: expected an opacity between 0 and 1")
     intrinsics = parse_intrinsics(args.intrinsics)
-    if args.stats_json is not None and not args.stats_json.parent.is_dir():
-        raise HandmeshError(f"--stats-json {args.stats_json}: the folder {args.stats_json.parent} does not exist; "
-                            "create it or write the stats elsewhere")
+    args.out, args.stats_json = check_outputs(args.source, args.out, args.stats_json, args.save_meshes, args.overwrite)
     threads = args.threads or default_threads()
     with ExitStack() as stack, sigterm_as_interrupt(), torch_threads(threads):
         source = open_source(args.source)
@@ -322,9 +339,7 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
         print(f"detector: {app.detector.name}{every}", file=sys.stderr)
         app.loop(stack)
         stats = app.stats()
-        print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.steady_fps:.1f} FPS after start-up; mean ms: "
-              + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stats.stage_ms.items()) + ")"
-              + (f"; {stats.dropped} stale frames dropped" if stats.dropped else ""), file=sys.stderr)
+        print(stats.summary(), file=sys.stderr)
         if args.stats_json is not None:
             write_stats_json(stats, args.stats_json)
             print(f"wrote {args.stats_json}", file=sys.stderr)

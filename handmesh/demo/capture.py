@@ -35,6 +35,8 @@ class Frame:
 class _CaptureSource:
     """What a webcam and a video file share: a cv2.VideoCapture whose first frame was read to check it works."""
 
+    single_image = False
+
     def __init__(self, capture: cv2.VideoCapture, first: np.ndarray, description: str, notify: Callable[[str], None]):
         self._capture = capture
         self._first: np.ndarray | None = first  # handed out by the first read
@@ -139,7 +141,9 @@ class ImageFolderSource:
     is_live = False
     is_video = False
 
-    def __init__(self, paths: list[Path], description: str, notify: Callable[[str], None] = _stderr):
+    def __init__(self, paths: list[Path], description: str, notify: Callable[[str], None] = _stderr,
+                 single_image: bool = False):
+        self.single_image = single_image  # one image file (its overlay is written as an image, not a video)
         self._notify = notify
         self._paths = list(paths)
         self.description = description
@@ -201,7 +205,7 @@ def open_source(spec: str, notify: Callable[[str], None] = _stderr):
         return ImageFolderSource(images, f"{len(images)} images in {path}", notify)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFolderSource([path], f"image {path}", notify)
+            return ImageFolderSource([path], f"image {path}", notify, single_image=True)
         return VideoSource(path, notify)
     raise HandmeshError(
         f"--source {spec!r}: no such file or folder; expected a webcam index (0, 1, ...), a video file, "

@@ -5,13 +5,23 @@ Handedness: `mediapipe.solutions.hands` labels hands as if the image were a mirr
 handedness of the hand in the *horizontally flipped* image. We never mirror the frames we process (the 3D outputs
 must stay in the real camera's frame), so a hand that mediapipe calls "Right" looks like a left hand in our image,
 and we crop it as a left hand (flipped). Put simply: is_left = (label == "Right"), for webcams and files alike.
+
+One hand, one detection: MediaPipe can report a left and a right hand on the same hand (its two tracks overlapping).
+Boxes that overlap by more than MERGE_IOU are one hand; the detection with the higher handedness score is kept, with
+its side. `--hand right|left` forces the side of every detection (for one-sided footage, or where the handedness
+classifier is unsure, as on the stand-in hand).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import sys
+import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -25,6 +35,16 @@ REINSTALL = "reinstall it: pip install --force-reinstall mediapipe==0.10.14"
 START_BOX_FRACTION = 0.6  # the tracker's starting box: this share of min(W, H), centred
 MIN_BOX_FRACTION = 0.08  # a tracked box smaller than this share of min(W, H) is lost: back to the start box
 MAX_BOX_FRACTION = 1.5  # ... and one larger than this share of max(W, H)
+HANDS = ("auto", "right", "left")  # --hand: the detector's handedness (auto; the tracker: right), or forced
+MERGE_IOU = 0.5  # boxes overlapping more than this (intersection over union) are one hand: one detection is kept
+# MediaPipe's (TFLite, absl) start-up lines on stderr that say nothing to a user, each with its newline (another
+# thread's output, a progress bar, may precede one on the same line); any other text is passed on
+NATIVE_NOISE = (
+    re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\r?\n"),
+    re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\r?\n"),
+    re.compile(r"W\d{4} [\d:. ]+\d+ inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a "
+               r"single signature inference\. Disabling support for feedback tensors\.\r?\n"),
+)
 
 
 @dataclass
@@ -33,7 +53,7 @@ class Detection:
 
     box: Box
     is_left: bool
-    score: float  # detector confidence in [0, 1]; 1 for the tracker
+    score: float  # the detector's confidence in the side (mediapipe: its handedness score) in [0, 1]; 1 for the tracker
     track_id: int = 0
 
 
@@ -43,6 +63,63 @@ def plausible_box(box: Box, width: int, height: int) -> bool:
         return False
     inside = 0 <= box.cx < width and 0 <= box.cy < height
     return bool(inside and MIN_BOX_FRACTION * min(width, height) <= box.size <= MAX_BOX_FRACTION * max(width, height))
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two square boxes, in [0, 1]."""
+    overlap_x = max(0.0, min(a.cx + a.size / 2, b.cx + b.size / 2) - max(a.cx - a.size / 2, b.cx - b.size / 2))
+    overlap_y = max(0.0, min(a.cy + a.size / 2, b.cy + b.size / 2) - max(a.cy - a.size / 2, b.cy - b.size / 2))
+    intersection = overlap_x * overlap_y
+    union = a.size**2 + b.size**2 - intersection
+    return intersection / union if union > 0 else 0.0
+
+
+def merge_overlapping(detections: list[Detection], min_iou: float = MERGE_IOU) -> list[Detection]:
+    """One detection per hand: of boxes overlapping by more than `min_iou`, the one with the highest score is kept
+    (with its side), whatever sides they were given. Order: by score, highest first."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: -d.score):
+        if all(box_iou(detection.box, other.box) <= min_iou for other in kept):
+            kept.append(detection)
+    return kept
+
+
+def forced_side(hand: str) -> bool | None:
+    """--hand -> is_left to force on every detection, or None to keep the detector's handedness (auto)."""
+    if hand not in HANDS:
+        raise HandmeshError(f"--hand {hand!r}: expected one of {', '.join(HANDS)}")
+    return None if hand == "auto" else hand == "left"
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def native_stderr_filtered(noise: tuple[re.Pattern, ...] = NATIVE_NOISE):
+    """Within the block, what native code writes to file descriptor 2 is held back; on exit it is written to stderr
+    without the `noise` lines (errors are never lost; other threads' output is only delayed)."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+            yield
+            return
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                kept = held.read().decode(errors="replace")
+                for pattern in noise:
+                    kept = pattern.sub("", kept)
+                if kept:
+                    sys.stderr.write(kept)
+                    sys.stderr.flush()
 
 
 def mediapipe_available() -> bool:
@@ -91,7 +168,8 @@ class MediaPipeDetector:
     uses_feedback = False
 
     def __init__(self, max_hands: int = 2, video: bool = True, box_scale: float = DEFAULT_BOX_SCALE,
-                 min_confidence: float = 0.5):
+                 min_confidence: float = 0.5, is_left: bool | None = None):
+        """is_left: the side given to every detection (None: mediapipe's handedness)."""
         warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)  # protobuf 4
         try:
             from mediapipe.python.solutions import hands
@@ -107,19 +185,27 @@ class MediaPipeDetector:
                 f"models ({REINSTALL}), or use --detector tracker"
             ) from None
         self.box_scale = box_scale
+        self.is_left = is_left
         self._matcher = TrackMatcher()
+        self._started = False
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        """frame (H, W, 3) uint8 RGB -> up to max_hands detections."""
+        """frame (H, W, 3) uint8 RGB -> up to max_hands detections, one per hand."""
         height, width = frame.shape[:2]
-        result = self._hands.process(np.ascontiguousarray(frame))
+        if self._started:
+            result = self._hands.process(np.ascontiguousarray(frame))
+        else:
+            with native_stderr_filtered():  # its models load on the first frame, with their start-up lines
+                result = self._hands.process(np.ascontiguousarray(frame))
+            self._started = True
         detections = []
         for landmarks, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
             points = np.array([(p.x * width, p.y * height) for p in landmarks.landmark])  # (21, 2) px
             best = handedness.classification[0]
-            detections.append(Detection(Box.around(points, self.box_scale), is_left_from_mediapipe(best.label),
-                                        best.score))
-        return self._matcher.assign(detections)
+            is_left = is_left_from_mediapipe(best.label) if self.is_left is None else self.is_left
+            detections.append(Detection(Box.around(points, self.box_scale), is_left, best.score))
+        assigned = self._matcher.assign(merge_overlapping(detections))
+        return assigned if self.is_left is None else [replace(d, is_left=self.is_left) for d in assigned]
 
     def update(self, hands: list[HandEstimate]) -> None:
         """MediaPipe tracks by itself; the model's outputs are not needed."""
@@ -172,15 +258,17 @@ class BoxTracker:
         """Nothing to release."""
 
 
-def make_detector(kind: str, width: int, height: int, max_hands: int | None, left_hand: bool, video: bool,
+def make_detector(kind: str, width: int, height: int, max_hands: int | None, hand: str = "auto", video: bool = True,
                   notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                   detect_every: int = 1):
     """`auto` picks mediapipe when it loads, else the tracker (saying why). max_hands None: 2 for mediapipe, 1 for
-    the tracker. detect_every > 1: mediapipe runs every that many frames (or when a hand is lost) and the hands are
-    followed from the model's keypoints in between (`DetectThenTrack`)."""
+    the tracker. hand (HANDS): auto keeps mediapipe's handedness (the tracker follows a right hand); right or left is
+    given to every detection. detect_every > 1: mediapipe runs every that many frames (or when a hand is lost) and the
+    hands are followed from the model's keypoints in between (`DetectThenTrack`)."""
     from handmesh.demo.tracking import DetectThenTrack  # it builds on this module
     if kind not in DETECTORS:
         raise HandmeshError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
+    is_left = forced_side(hand)
     if kind == "mediapipe" and not mediapipe_available():
         raise HandmeshError(
             "--detector mediapipe needs mediapipe, which is not installed (it has wheels for CPython 3.9-3.12 on "
@@ -189,8 +277,9 @@ def make_detector(kind: str, width: int, height: int, max_hands: int | None, lef
     if kind == "mediapipe" or (kind == "auto" and mediapipe_available()):
         try:
             if detect_every == 1:
-                return MediaPipeDetector(max_hands=max_hands or 2, video=video)
-            detector = MediaPipeDetector(max_hands=max_hands or 2, video=False)  # frames far apart: each on its own
+                return MediaPipeDetector(max_hands=max_hands or 2, video=video, is_left=is_left)
+            # frames far apart: each on its own
+            detector = MediaPipeDetector(max_hands=max_hands or 2, video=False, is_left=is_left)
             return DetectThenTrack(detector, width, height, every=detect_every, max_hands=max_hands or 2)
         except HandmeshError as error:
             if kind == "mediapipe":
@@ -201,4 +290,4 @@ def make_detector(kind: str, width: int, height: int, max_hands: int | None, lef
             f"--max-hands {max_hands} with the box tracker: it follows one hand; expected --max-hands 1, "
             "or use mediapipe (--detector mediapipe, mediapipe==0.10.14) for several hands"
         )
-    return BoxTracker(width, height, is_left=left_hand)
+    return BoxTracker(width, height, is_left=bool(is_left))

@@ -42,16 +42,17 @@ class FrameProcessor:
     """detect/track -> crops -> Predictor -> smoothing -> overlay, for one (H, W, 3) uint8 RGB frame per call."""
 
     def __init__(self, predictor, width: int, height: int, detector: str = "auto",
-                 detect_every: int = DEFAULT_DETECT_EVERY, max_hands: int | None = None, left_hand: bool = False,
+                 detect_every: int = DEFAULT_DETECT_EVERY, max_hands: int | None = None, hand: str = "auto",
                  intrinsics: tuple[float, float, float, float] | None = None, renderer: str = "auto",
                  settings: LiveSettings | None = None, side_view: bool = False, fps: float = 30.0):
-        """predictor: a `handmesh.inference.Predictor`. detector: auto | mediapipe | tracker (`make_detector`).
+        """predictor: a `handmesh.inference.Predictor`. detector: auto | mediapipe | tracker (`make_detector`). hand:
+        auto (the detector's handedness) | right | left (every hand given that side).
         intrinsics: the camera's (fx, fy, cx, cy) px (None: f = max(W, H), centred). settings: view and smoothing,
         which the caller may change between frames. fps: the time step when `process` is given no time."""
         self.width, self.height = width, height
         self.K = frame_intrinsics(width, height, intrinsics)  # (3, 3) px
         self.settings = settings or LiveSettings(view=ViewOptions())
-        self.detector = make_detector(detector, width, height, max_hands, left_hand=left_hand, video=True,
+        self.detector = make_detector(detector, width, height, max_hands, hand=hand, video=True,
                                       detect_every=detect_every)
         self.reconstructor = HandReconstructor(predictor, self.K, self.settings)
         self._renderer_options = (renderer, side_view)

@@ -45,6 +45,7 @@ class Packet:
 
     frame: Frame
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
+    started_s: dict[str, float] = field(default_factory=dict)  # per stage: perf_counter seconds when it began
     detections: list[Detection] = field(default_factory=list)
     hands: list[HandEstimate] = field(default_factory=list)
     image: np.ndarray | None = None  # (H, W + panel, 3) uint8 RGB, the frame with the hands drawn
@@ -122,7 +123,7 @@ class Pipeline:
                 frame = self.source.read()
                 if frame is None:
                     return
-                packet = Packet(frame, {"capture": (time.perf_counter() - start) * 1e3})
+                packet = Packet(frame, {"capture": (time.perf_counter() - start) * 1e3}, {"capture": start})
                 if self._live:
                     self._put_latest(packet)
                 else:
@@ -132,7 +133,7 @@ class Pipeline:
         self._guard(produce, self._captured)
 
     def _detect(self, packet: Packet) -> Packet:
-        start = time.perf_counter()
+        start = packet.started_s["detect"] = time.perf_counter()
         detections = self.detector.detect(packet.frame.image)
         packet.detections = self.reconstructor.smooth_boxes(detections, packet.frame.time)
         packet.timings_ms["detect"] = (time.perf_counter() - start) * 1e3
@@ -141,7 +142,7 @@ class Pipeline:
     def _infer(self, packet: Packet) -> Packet:
         if self.detector.uses_feedback:
             packet = self._detect(packet)
-        start = time.perf_counter()
+        start = packet.started_s["infer"] = time.perf_counter()
         packet.hands = self.reconstructor(packet.frame, packet.detections)
         self.detector.update(packet.hands)
         packet.timings_ms["infer"] = (time.perf_counter() - start) * 1e3
@@ -155,7 +156,7 @@ class Pipeline:
             renderer = self.renderer_factory()  # the GL context belongs to this thread
 
             def render(packet: Packet) -> Packet:
-                start = time.perf_counter()
+                start = packet.started_s["render"] = time.perf_counter()
                 packet.image = renderer.draw(packet.frame.image, packet.hands, self.settings.view)
                 packet.timings_ms["render"] = (time.perf_counter() - start) * 1e3
                 return packet

@@ -10,7 +10,8 @@ tracker does for one hand). The detector runs again
 
 Each detection's side (handedness) comes from the detector and stays with its track; the detector's boxes come from
 its own 21 landmarks (a tight box, the same framing as the model's keypoints give). Detections keep the id of the
-followed hand they land on (`TrackMatcher`), so smoothing continues across a detection.
+followed hand they land on (`TrackMatcher`), so smoothing continues across a detection. Two followed hands whose boxes
+come to overlap (by more than `MERGE_IOU`) are one hand: the one with the higher score goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from handmesh.demo.crop import DEFAULT_BOX_SCALE, Box, HandEstimate
-from handmesh.demo.detect import Detection, TrackMatcher, plausible_box
+from handmesh.demo.detect import Detection, TrackMatcher, merge_overlapping, plausible_box
 
 DEFAULT_DETECT_EVERY = 8  # frames between detections while hands are followed
 
@@ -62,7 +63,8 @@ class DetectThenTrack:
         return list(self.tracks)
 
     def update(self, hands: list[HandEstimate]) -> None:
-        """Move each followed hand's box to its predicted keypoints; drop the hands whose box is implausible."""
+        """Move each followed hand's box to its predicted keypoints; drop the hands whose box is implausible, and all
+        but one of boxes that overlap (one hand)."""
         by_id = {hand.track_id: hand for hand in hands}
         kept = []
         for track in self.tracks:
@@ -72,7 +74,7 @@ class DetectThenTrack:
                 self._lost = True
                 continue
             kept.append(replace(track, box=box))
-        self.tracks = kept
+        self.tracks = sorted(merge_overlapping(kept), key=lambda track: track.track_id)
 
     def close(self) -> None:
         self.detector.close()

@@ -169,7 +169,7 @@ class Server:
         source.description = f"video {name}"
         K = frame_intrinsics(source.width, source.height)
         hand_finder = make_detector(controls.detector, source.width, source.height, controls.detector_hands(),
-                                    left_hand=False, video=True, notify=log)
+                                    video=True, notify=log)
         settings = LiveSettings(view=controls.view_options(), smoothing=smoothing)
         reconstructor = HandReconstructor(self.predictor, K, settings)
         limit = int(self.config.max_video_seconds * fps)  # when the container does not say its length

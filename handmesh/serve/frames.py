@@ -125,7 +125,7 @@ class FrameSession:
         self.predictor, self.gl, self.controls = predictor, gl, controls
         self.size = (width, height)
         self.K = frame_intrinsics(width, height)  # (3, 3) px
-        self.detector = make_detector(controls.detector, width, height, controls.detector_hands(), left_hand=False,
+        self.detector = make_detector(controls.detector, width, height, controls.detector_hands(),
                                       video=video, notify=log)
         self.settings = LiveSettings(view=controls.view_options(), smoothing=controls.smoothing)
         self.reconstructor = HandReconstructor(predictor, self.K, self.settings)

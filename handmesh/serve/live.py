@@ -78,7 +78,7 @@ class LiveStream:
     def __init__(self, predictor, gl: GLWorker, controls: Controls, width: int, height: int):
         self.controls, self.size = controls, (width, height)
         K = frame_intrinsics(width, height)  # (3, 3) px
-        self.detector = make_detector(controls.detector, width, height, controls.detector_hands(), left_hand=False,
+        self.detector = make_detector(controls.detector, width, height, controls.detector_hands(),
                                       video=True, notify=log)
         self.settings = LiveSettings(view=controls.view_options(), smoothing=controls.smoothing)
         self.source = PushSource(width, height)

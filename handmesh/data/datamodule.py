@@ -132,9 +132,8 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
         collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
         worker_init_fn=ignore_sigint,
     )
-    if not shuffle:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return DataLoader(dataset, generator=generator, **options)
+    if not shuffle:  # its own generator: starting a pass (a validation) draws nothing from torch's stream
+        return DataLoader(dataset, generator=torch.Generator().manual_seed(seed or 0), **options)
     sampler = ResumableSampler(dataset, shuffle_seed(seed), *process_share())
     return ResumableLoader(dataset, sampler=sampler, drop_last=len(sampler) > batch_size, **options)  # no tiny last
 

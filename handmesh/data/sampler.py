@@ -10,7 +10,8 @@ What a resumed run sees, batch for batch, as the run that never stopped:
 - with num_workers=0, the same augmentation as well: items draw it from this process's torch stream, which
   `callbacks.RNGState` restores;
 - with workers, each worker's augmentation stream starts again from its seed (DataLoader seeds worker w with a base
-  seed from this loader's generator, + w), so the resumed rest of the epoch is augmented differently, reproducibly.
+  seed from this loader's generator, + w), so from the resume on the augmentation differs from the uninterrupted
+  run's (reproducibly: one checkpoint resumes the same way each time).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class RecordBatches(pl.Callback):
 
 
 class StopAt(pl.Callback):
-    """Stops training as a SIGTERM does (InterruptCheckpoint saves last.ckpt, exit status 143) when `step` is reached."""
+    """Stops training as a SIGTERM does (InterruptCheckpoint saves last.ckpt, exit status 143) at step `step`."""
 
     def __init__(self, step: int):
         self.step = step

@@ -110,10 +110,11 @@ class ValidateBeforeEnd(Callback):
 
 class RNGState(Callback):
     """Stores the Python, NumPy and torch random states in checkpoints and restores them when training resumes, so
-    shuffling, augmentation and dropout continue as if training had never stopped. Exact for checkpoints written at
-    the end of an epoch with num_workers=0 (persistent DataLoader workers keep their own streams). The states are put
-    back at `on_train_start`, after Lightning's setup has drawn its own random numbers (building the optimizer probes
-    the training DataLoader). In multi-process runs every rank restores rank 0's state."""
+    shuffling, augmentation and dropout continue as if training had never stopped. Exact with num_workers=0, from
+    mid-epoch checkpoints too (the training loader keeps its place: `data.sampler`); DataLoader workers keep their own
+    streams. The states are put back at `on_train_start`, after Lightning's setup has drawn its own random numbers
+    (building the optimizer probes the training DataLoader). In multi-process runs every rank restores rank 0's
+    state."""
 
     def __init__(self):
         self._pending: dict | None = None

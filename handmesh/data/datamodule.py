@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from handmesh.data.batch import collate_items
 from handmesh.data.freihand import FreiHANDDataset
+from handmesh.data.sampler import ResumableLoader, ResumableSampler, process_share, shuffle_seed
 from handmesh.data.transforms import Augmentation
 
 
@@ -20,8 +21,11 @@ class FreiHANDDataModule(pl.LightningDataModule):
     """root: the FreiHAND_pub_v2 folder (real or from `handmesh synth`). augment switches training augmentation on;
     the strength arguments left at None take `Augmentation`'s defaults (0 turns a part off). seed makes shuffling and
     the per-worker augmentation streams reproducible (DataLoader seeds worker w with base_seed + w; items draw their
-    augmentation from that torch stream). Batches are dicts of tensors (see FreiHANDDataset), each built by a worker in
-    one block of memory and handed over whole (`batch.collate_items`); `image` NCHW-contiguous.
+    augmentation from that torch stream); without one, the seed is drawn from torch's stream, which `seed_everything`
+    fixes. Each epoch is shuffled differently. The training loader is resumable: a checkpoint written part-way through
+    an epoch continues with the batch after the last one trained on (`sampler.ResumableLoader`). Batches are dicts of
+    tensors (see FreiHANDDataset), each built by a worker in one block of memory and handed over whole
+    (`batch.collate_items`); `image` NCHW-contiguous.
     """
 
     def __init__(
@@ -106,6 +110,8 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
     """The DataLoader that training, validation and tests read `dataset` through (and `handmesh bench --what data`
     times): each batch built by a worker in one block of shared memory and handed over whole (`batch.collate_items`),
     persistent workers, pinned memory when there is a GPU; a seed fixes shuffling and the workers' augmentation.
+    Shuffled, it is a `ResumableLoader` (its epoch position is saved in checkpoints; under torch.distributed each
+    process reads its share of one permutation) and drops an incomplete last batch.
 
     With workers, OpenCV is set to one thread in this process, and so in the workers it forks: they are the
     parallelism, and OpenCV's own thread pool in each would only compete with them (4-7% of the loader's CPU time per
@@ -118,18 +124,18 @@ def freihand_loader(dataset: FreiHANDDataset, batch_size: int, num_workers: int,
     """
     if num_workers > 0:
         cv2.setNumThreads(1)
-    return DataLoader(
-        dataset,
+    options = dict(
         batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle and len(dataset) > batch_size,  # no tiny last training batch
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator().manual_seed(seed) if seed is not None else None,
         collate_fn=collate_items,  # each batch comes over as one block of shared memory (batch.py)
         worker_init_fn=ignore_sigint,
     )
+    if not shuffle:  # its own generator: starting a pass (a validation) draws nothing from torch's stream
+        return DataLoader(dataset, generator=torch.Generator().manual_seed(seed or 0), **options)
+    sampler = ResumableSampler(dataset, shuffle_seed(seed), *process_share())
+    return ResumableLoader(dataset, sampler=sampler, drop_last=len(sampler) > batch_size, **options)  # no tiny last
 
 
 def ignore_sigint(worker_id: int) -> None:

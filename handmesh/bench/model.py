@@ -46,8 +46,8 @@ class ModelBenchConfig:
     engines: tuple[str, ...] = tuple(ENGINE_LABELS)
 
 
-# Batch-1 latency (the headline numbers) takes the median of 20 runs; a batch-32 round of every engine takes about a
-# minute on 2 cores, so throughput takes the median of 5 (each run already averages 32 images).
+# Batch-1 latency (the headline numbers) takes the median of 20 runs; throughput the median of 5, as each run already
+# averages 32 images and a batch-32 round of every engine is long (docs/results.md, "The model, per engine").
 FULL = ModelBenchConfig("fastvit_ma36", 224, throughput_batch=32, runs=20, warmup=3, throughput_runs=5)
 QUICK = ModelBenchConfig("fastvit_t8", 128, throughput_batch=4, runs=5, warmup=1, throughput_runs=3,
                          engines=tuple(name for name in ENGINE_LABELS if name != "compile"))

@@ -5,9 +5,11 @@ data part on a given folder."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,13 +210,25 @@ def test_speed_table_known_answer():
 def test_table_command_and_its_errors(tmp_path, capsys):
     assert main(["bench", "--table", str(tmp_path / "none")]) == 2
     assert "no folder" in capsys.readouterr().err
+    record.write_record(_record({"x": 1}, what="eval"), tmp_path)
+    assert main(["bench", "--table", str(tmp_path)]) == 2
+    assert "--what model" in capsys.readouterr().err
     record.write_record(_record(MODEL_RESULT, quick=True), tmp_path)
-    assert main(["bench", "--table", str(tmp_path)]) == 2  # only a --quick model record: nothing to quote
-    assert "not --quick" in capsys.readouterr().err
-    record.write_record(_record(MODEL_RESULT), tmp_path)
-    assert main(["bench", "--table", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == table.speed_table_block(record.read_records(tmp_path))
+    assert main(["bench", "--table", str(tmp_path)]) == 0  # no full run yet: the quick one, and it says so
+    assert "`handmesh bench --what model --quick`" in capsys.readouterr().out
+    record.write_record(_record({**MODEL_RESULT, "train_time_ms": 600.0}), tmp_path)
+    assert main(["bench", "--table", str(tmp_path)]) == 0  # a full run is preferred to a newer quick one
+    out = capsys.readouterr().out.strip()
+    assert out == table.speed_table_block(record.read_records(tmp_path)) and "--quick" not in out and "4.00x" in out
     (tmp_path / "bad.json").write_text("[1, 2")
     assert main(["bench", "--table", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "bad.json" in error and "Traceback" not in error
+
+
+def test_git_commit(tmp_path):
+    assert record.git_commit(tmp_path) is None  # not a checkout
+    repository = Path(record.__file__).resolve().parents[2]
+    if not (repository / ".git").exists():
+        pytest.skip("the package is not in a git checkout here")
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record.git_commit())

@@ -1,6 +1,6 @@
 """A bench's result as data: the measurements with the machine, the software and the settings that produced them.
 
-    record = make_record("model", result, settings={"what": "model", "quick": False}, load=load)
+    record = make_record("model", result, {"what": "model", "quick": False}, load_start, git_commit())
     path = write_record(record, "results")   # results/model-amd-epyc-avx2-torch2.14.1.json, written atomically
     read_records("results")                  # -> [BenchRecord], sorted by file name
 
@@ -121,7 +121,8 @@ def machine_info() -> Machine:
     logical = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
     return Machine(cpu=" ".join(cpu.split()), isa=isa, logical_cpus=logical, usable_cpus=usable,
-                   flags=tuple(flag for flag in FLAGS if flag in has), system=f"{platform.system()} {platform.machine()}")
+                   flags=tuple(flag for flag in FLAGS if flag in has),
+                   system=f"{platform.system()} {platform.machine()}")
 
 
 def software_versions() -> dict[str, str | None]:
@@ -141,8 +142,11 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
-def git_commit(folder: Path = Path(__file__).resolve().parent) -> str | None:
-    """HEAD of the git checkout holding `folder` ("+dirty" when it has uncommitted changes), or None."""
+def git_commit(folder: str | os.PathLike | None = None) -> str | None:
+    """HEAD of the git checkout holding `folder` (default: this package's) with "+dirty" when tracked files have
+    uncommitted changes; None outside a checkout or without git."""
+    folder = Path(__file__).resolve().parent if folder is None else Path(folder)
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
@@ -155,14 +159,16 @@ def git_commit(folder: Path = Path(__file__).resolve().parent) -> str | None:
     return f"{commit}+dirty" if dirty else commit
 
 
-def make_record(what: str, measurements: dict, settings: dict, load_start: tuple | None) -> BenchRecord:
-    """The record of a bench that has just finished (machine, software, date and the load now are read here)."""
+def make_record(what: str, measurements: dict, settings: dict, load_start: tuple | None,
+                commit: str | None) -> BenchRecord:
+    """The record of a bench that has just finished: `load_start` and `commit` (`git_commit()`) were read before it
+    started; the machine, the software, the date and the load at the end are read here."""
     machine = machine_info()
     return BenchRecord(
         what=what, date=datetime.now(timezone.utc).isoformat(timespec="seconds"), settings=dict(settings),
         machine=machine, software=software_versions(),
         load=Load(start=load_start, end=load_average(), usable_cpus=machine.usable_cpus),
-        git_commit=git_commit(), measurements=dict(measurements),
+        git_commit=commit, measurements=dict(measurements),
     )
 
 

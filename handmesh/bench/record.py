@@ -172,14 +172,19 @@ def make_record(what: str, measurements: dict, settings: dict, load_start: tuple
     )
 
 
-def write_record(record: BenchRecord, folder: str | os.PathLike) -> Path:
-    """Write `record` as JSON into `folder` (created if needed) under its file name, atomically; returns the path."""
+def results_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created if missing; ResultsError when a file is in the way (checked before a bench runs)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ResultsError(f"--out: expected a folder for the results files, found a file at {folder}; "
                            "give a folder path (it is created if missing)")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / record.file_name
+    return folder
+
+
+def write_record(record: BenchRecord, folder: str | os.PathLike) -> Path:
+    """Write `record` as JSON into `folder` (created if needed) under its file name, atomically; returns the path."""
+    path = results_folder(folder) / record.file_name
     write_atomic(path, record.to_json().encode())
     return path
 

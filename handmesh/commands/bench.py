@@ -22,7 +22,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from handmesh.bench.record import git_commit, json_safe, load_average, make_record, read_records, write_record
+from handmesh.bench.record import (
+    git_commit,
+    json_safe,
+    load_average,
+    make_record,
+    read_records,
+    results_folder,
+    write_record,
+)
 from handmesh.bench.table import speed_table_block
 
 PARTS = ("model", "data", "eval", "demo", "serve")
@@ -84,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
     parts = PARTS if args.what == "all" else (args.what,)
     results: dict[str, dict] = {}
     failed = False
-    commit = git_commit() if args.out is not None else None  # the code that runs: read before anything changes
+    commit = None
+    if args.out is not None:
+        results_folder(args.out)  # a bad --out fails now, not after the measurements
+        commit = git_commit()  # the code that runs: read before anything changes
     for part in parts:
         load_start = load_average()
         result, reason, module = run_part(part, args.quick)
@@ -94,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"handmesh bench: part {part!r} {reason}", file=sys.stderr)
             continue
         results[part] = result
-        if args.out is not None:
-            record = make_record(part, result, {"what": part, "quick": args.quick}, load_start, commit)
-            print(f"handmesh bench: wrote {write_record(record, args.out)}", file=sys.stderr)
         if not args.json:
             formatter = getattr(module, "format_table", None)
             print(f"\n== {part} ==")
             print(formatter(result) if callable(formatter) else generic_table(result))
+        if args.out is not None:
+            record = make_record(part, result, {"what": part, "quick": args.quick}, load_start, commit)
+            print(f"handmesh bench: wrote {write_record(record, args.out)}", file=sys.stderr)
     if args.json:
         payload = results[parts[0]] if len(parts) == 1 else results
         if len(parts) == 1 and "error" in payload:

@@ -1,6 +1,6 @@
 """`handmesh bench`: the timing helper against known durations and sizes, the headline numbers from their parts, the
-aggregation of parts (missing / failing parts reported, the others still run), the model part end to end and the
-data part on a given folder."""
+aggregation of parts (missing / failing parts reported, the others still run), the model part end to end, the
+data part on a given folder, and the results files (`--out`, `--table`: records and the README's speed table)."""
 
 from __future__ import annotations
 

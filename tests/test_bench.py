@@ -1,19 +1,21 @@
 """`handmesh bench`: the timing helper against known durations and sizes, the headline numbers from their parts, the
-aggregation of parts (missing / failing parts reported, the others still run), the model part end to end and the
-data part on a given folder."""
+aggregation of parts (missing / failing parts reported, the others still run), the model part end to end, the
+data part on a given folder, and the results files (`--out`, `--table`: records and the README's speed table)."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from handmesh.bench import data as data_bench, model as model_bench
+from handmesh.bench import data as data_bench, model as model_bench, record, table
 from handmesh.bench.timing import PeakMemory, Timing, bench_threads, matmul_gflops, time_call, time_interleaved
 from handmesh.cli import main
 from handmesh.commands import bench as bench_command
@@ -142,3 +144,96 @@ def test_data_bench_reads_a_given_folder_through_the_workers(tiny_root):
             2 * result["decode_cpu_ms_per_image"] / result["loader_cpu_ms_per_image"], rel=0.02, abs=2e-3)
         assert 0 < result["decode_cpu_ms_per_image"] < result["loader_cpu_ms_per_image"]  # decode is part of loading
     assert result["cache_json_mb_per_s"] > 0
+
+
+def _record(measurements: dict, what: str = "model", quick: bool = False, load=(0.5, 0.4, 0.3)) -> record.BenchRecord:
+    machine = record.Machine(cpu="Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", isa="amx", logical_cpus=8,
+                             usable_cpus=2, flags=("avx2", "avx512f", "amx_bf16"), system="Linux x86_64")
+    return record.BenchRecord(what=what, date="2026-12-06T10:00:00+00:00", settings={"what": what, "quick": quick},
+                              machine=machine, software={"python": "3.11.7", "torch": "2.14.1+cpu",
+                                                         "onnxruntime": "1.32.0"},
+                              load=record.Load(start=load, end=(2.5, 1.0, 0.5), usable_cpus=2), git_commit=None,
+                              measurements=measurements)
+
+
+def test_record_names_round_trip_and_load():
+    known = _record({"rate_per_s": 12.5, "missing": float("nan")}, what="eval", quick=True)
+    assert known.machine.slug == "intel-xeon-platinum-8480-amx"
+    assert known.file_name == "eval-quick-intel-xeon-platinum-8480-amx-torch2.14.1-cpu.json"
+    payload = json.loads(known.to_json())
+    assert payload["measurements"] == {"rate_per_s": 12.5, "missing": None} and payload["under_load"] is True
+    assert record.record_from_dict(payload) == _record({"rate_per_s": 12.5, "missing": None}, "eval", True)
+    assert record.Load(start=(1.9, 1, 1), end=(2.0, 1, 1), usable_cpus=2).under_load is False  # the bench alone
+    assert record.Load(start=None, end=None, usable_cpus=2).under_load is None
+    with pytest.raises(record.ResultsError, match="format 1"):
+        record.record_from_dict({**payload, "machine": {"cpu": "x"}}, "broken.json")
+
+
+def test_machine_and_software_of_this_process():
+    machine, versions = record.machine_info(), record.software_versions()
+    assert machine.cpu and 1 <= machine.usable_cpus <= machine.logical_cpus
+    assert set(machine.flags) <= set(record.FLAGS) and machine.slug.endswith(machine.isa)
+    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
+
+
+def test_out_writes_one_record_per_part_that_ran(fake_parts, tmp_path, capsys):
+    assert main(["bench", "--what", "all", "--quick", "--out", str(tmp_path / "results")]) == 1
+    (path,) = (tmp_path / "results").iterdir()  # the failing and the missing part write nothing
+    written = record.read_records(tmp_path / "results")[0]
+    assert path.name == written.file_name and path.name.startswith("works-quick-")
+    assert written.measurements == {"quick": True, "rate_per_s": 12.5} and written.settings["quick"] is True
+    assert written.software["torch"] and written.machine.usable_cpus >= 1 and written.load.end is not None
+    assert str(path) in capsys.readouterr().err
+    assert main(["bench", "--what", "works", "--out", str(path)]) == 2  # a file in the way: said before measuring
+    error = capsys.readouterr().err
+    assert "expected a folder" in error and "Traceback" not in error
+
+
+MODEL_RESULT = {"encoder": "fastvit_ma36", "input_size": 224, "threads": 2, "throughput_batch": 32,
+                "train_time_ms": 300.0, "reparam_timm_ms": 200.0, "reparam_ms": 150.0, "onnxruntime_ms": 120.0,
+                "train_time_images_per_s": 4.0, "reparam_timm_images_per_s": 5.0, "reparam_images_per_s": 9.94,
+                "onnxruntime_images_per_s": 9.0, "train_time_max_abs_diff_m": 0.0,
+                "reparam_timm_max_abs_diff_m": 1.7e-7, "reparam_max_abs_diff_m": 2.44e-7,
+                "onnxruntime_max_abs_diff_m": 2.3e-7, "compile_skipped": "no compiler"}
+
+
+def test_speed_table_known_answer():
+    block = table.speed_table_block([_record(MODEL_RESULT), _record({"x": 1}, what="eval")])
+    lines = block.splitlines()
+    assert lines[0] == table.SPEED_TABLE_START and lines[-1] == table.SPEED_TABLE_END
+    prose = " ".join(block.split())
+    assert "FastViT-MA36" in prose and "224x224" in prose and "torch 2.14.1+cpu" in prose
+    assert "measured under load (1-minute load average 0.5-2.5 on 2 CPUs)" in prose
+    assert max(len(line) for line in lines if not line.startswith(("|", "<!--"))) <= 120  # wrapped prose
+    assert "| reparameterised + folded (`inference_fold.py`), eager | 150 | 2.00x | **9.9** | 2.4e-7 |" in lines
+    assert "| ONNX Runtime | **120** | **2.50x** | 9.0 | 2.3e-7 |" in lines
+    assert "| train-time graph, eager | 300 | 1.00x | 4.0 | 0 |" in lines
+    assert "| torch.compile (inductor, freezing) | skipped | | | |" in lines
+    assert table.readme_block(f"intro\n{block}\nafter") == block and table.readme_block("no markers") is None
+
+
+def test_table_command_and_its_errors(tmp_path, capsys):
+    assert main(["bench", "--table", str(tmp_path / "none")]) == 2
+    assert "no folder" in capsys.readouterr().err
+    record.write_record(_record({"x": 1}, what="eval"), tmp_path)
+    assert main(["bench", "--table", str(tmp_path)]) == 2
+    assert "--what model" in capsys.readouterr().err
+    record.write_record(_record(MODEL_RESULT, quick=True), tmp_path)
+    assert main(["bench", "--table", str(tmp_path)]) == 0  # no full run yet: the quick one, and it says so
+    assert "`handmesh bench --what model --quick`" in " ".join(capsys.readouterr().out.split())
+    record.write_record(_record({**MODEL_RESULT, "train_time_ms": 600.0}), tmp_path)
+    assert main(["bench", "--table", str(tmp_path)]) == 0  # a full run is preferred to a newer quick one
+    out = capsys.readouterr().out.strip()
+    assert out == table.speed_table_block(record.read_records(tmp_path)) and "--quick" not in out and "4.00x" in out
+    (tmp_path / "bad.json").write_text("[1, 2")
+    assert main(["bench", "--table", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "bad.json" in error and "Traceback" not in error
+
+
+def test_git_commit(tmp_path):
+    assert record.git_commit(tmp_path) is None  # not a checkout
+    repository = Path(record.__file__).resolve().parents[2]
+    if not (repository / ".git").exists():
+        pytest.skip("the package is not in a git checkout here")
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record.git_commit())

@@ -14,9 +14,7 @@ ratios compare this process's CPU seconds instead of wall-clock ones (steadier o
 The kernel is compiled once per install and numba version and cached on disk; eval_numba_cache says which case this
 run met. warm: the first call only loaded it, (b) excludes that load. cold: the first call compiled it, and that
 time is added to (a) and to every (b) figure.
-The F-scores' exact nearest-neighbour search (`handmesh.fscore`, ~3/4 of (b) on one thread) is the floor of (b);
-float parsing (orjson on the numbers as one flat list, `handmesh.predjson`) bounds the rest of (a).
-Results with their machine and date: docs/results.md ("Evaluation").
+Results with their machine and date, and where the time goes: docs/results.md ("Evaluation").
 """
 
 from __future__ import annotations

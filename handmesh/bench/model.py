@@ -13,7 +13,6 @@ images) shows the scale against which the 1e-4 m parity bound can be read.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from handmesh.bench.engines import ENGINE_LABELS, build_engines
+from handmesh.bench.record import load_average, machine_info, software_versions
 from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_interleaved
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
 from handmesh.mano import ManoLayer
@@ -46,8 +46,8 @@ class ModelBenchConfig:
     engines: tuple[str, ...] = tuple(ENGINE_LABELS)
 
 
-# Batch-1 latency (the headline numbers) takes the median of 20 runs; a batch-32 round of every engine takes about a
-# minute on 2 cores, so throughput takes the median of 5 (each run already averages 32 images).
+# Batch-1 latency (the headline numbers) takes the median of 20 runs; throughput the median of 5, as each run already
+# averages 32 images and a batch-32 round of every engine is long (docs/results.md, "The model, per engine").
 FULL = ModelBenchConfig("fastvit_ma36", 224, throughput_batch=32, runs=20, warmup=3, throughput_runs=5)
 QUICK = ModelBenchConfig("fastvit_t8", 128, throughput_batch=4, runs=5, warmup=1, throughput_runs=3,
                          engines=tuple(name for name in ENGINE_LABELS if name != "compile"))
@@ -105,26 +105,16 @@ def stage_times(model: HandModel, images: torch.Tensor, K: torch.Tensor, runs: i
     return {f"{stage}_ms": round(timing.median_ms, 3) for stage, timing in timings.items()}
 
 
-def load_average() -> float | None:
-    """Runnable processes averaged over the last minute (Unix): above the core count, timings are inflated."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
 def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    import onnxruntime
+    """The machine and software keys the readable table names (the full description: `record.machine_info`)."""
+    info, versions = machine_info(), software_versions()
+    return {"cpu": info.cpu, "cpu_count": info.usable_cpus, "torch": versions["torch"],
+            "onnxruntime": versions["onnxruntime"], "python": versions["python"]}
 
-    return {"cpu": cpu, "cpu_count": os.cpu_count() or 0, "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+def _one_minute_load() -> float | None:
+    averages = load_average()
+    return averages[0] if averages else None
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -138,7 +128,7 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
                     "runs": config.runs, "warmup": config.warmup, "throughput_batch": config.throughput_batch,
                     "throughput_runs": config.throughput_runs, **machine()}
     with bench_threads(THREADS), tempfile.TemporaryDirectory(prefix="handmesh-bench-") as workdir:
-        result["load_average_start"] = load_average()
+        result["load_average_start"] = _one_minute_load()
         result["matmul_gflops_start"] = round(matmul_gflops(), 1)
         model, mano_description = build_model(config, mano_dir)
         result["mano"] = mano_description
@@ -198,7 +188,7 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
         result.update(stage_times(best_eager, *one, runs=config.runs, warmup=config.warmup))
         result["matmul_gflops_end"] = round(matmul_gflops(), 1)
         result["peak_rss_mb"] = round(max_rss_mb(), 1)
-        result["load_average_end"] = load_average()
+        result["load_average_end"] = _one_minute_load()
     result.update(summarise(result, list(engines)))
     return result
 

@@ -2,11 +2,14 @@
 
     handmesh bench --what model --json          # one JSON object: train_time_ms, reparam_ms, best_ms, ...
     handmesh bench --what all --quick           # every part, smaller and shorter, as readable tables
+    handmesh bench --what eval --out results/   # also results/eval-<cpu>-<isa>-torch<version>.json (a BenchRecord)
+    handmesh bench --table results/             # the README's speed table, rendered from the results files
 
 Each part is `handmesh.bench.<part>.run(quick) -> dict` (and optionally `format_table(result) -> str`). A part that
 is missing or fails is reported (with the reason) and the others still run; the exit status is then 1.
 With --json, one part prints its own flat object; `--what all` prints {"model": {...}, "data": {...}, ...}, a failed
-part as {"error": "..."}.
+part as {"error": "..."}. With --out, each part that ran is also written as a results file
+(`handmesh.bench.record`: the measurements, the machine, the software versions, the load, the date and the commit).
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ import sys
 import traceback
 from pathlib import Path
 
+from handmesh.bench.record import (
+    git_commit,
+    json_safe,
+    load_average,
+    make_record,
+    read_records,
+    results_folder,
+    write_record,
+)
+from handmesh.bench.table import speed_table_block
+
 PARTS = ("model", "data", "eval", "demo", "serve")
 
 
@@ -27,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--quick", action="store_true",
                         help="smaller models and fewer runs: a smoke test, not numbers to quote")
+    parser.add_argument("--out", metavar="DIR", help="also write each part's result as a JSON file into DIR")
+    parser.add_argument("--table", metavar="DIR",
+                        help="measure nothing: print the README's speed table rendered from the results files in DIR")
 
 
 def _reason(error: BaseException) -> str:
@@ -68,20 +85,19 @@ def generic_table(result: dict) -> str:
     return "\n".join(f"  {key.ljust(width)}  {_format_value(value)}" for key, value in result.items())
 
 
-def _finite(value):
-    """JSON has no NaN or infinity: they become null."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
+    if args.table is not None:
+        print(speed_table_block(read_records(args.table)))
+        return 0
     parts = PARTS if args.what == "all" else (args.what,)
     results: dict[str, dict] = {}
     failed = False
+    commit = None
+    if args.out is not None:
+        results_folder(args.out)  # a bad --out fails now, not after the measurements
+        commit = git_commit()  # the code that runs: read before anything changes
     for part in parts:
+        load_start = load_average()
         result, reason, module = run_part(part, args.quick)
         if reason is not None:
             failed = True
@@ -93,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
             formatter = getattr(module, "format_table", None)
             print(f"\n== {part} ==")
             print(formatter(result) if callable(formatter) else generic_table(result))
+        if args.out is not None:
+            record = make_record(part, result, {"what": part, "quick": args.quick}, load_start, commit)
+            print(f"handmesh bench: wrote {write_record(record, args.out)}", file=sys.stderr)
     if args.json:
         payload = results[parts[0]] if len(parts) == 1 else results
         if len(parts) == 1 and "error" in payload:
             payload = {"part": parts[0], **payload}
-        print(json.dumps(_finite(payload), default=str, indent=1))
+        print(json.dumps(json_safe(payload), default=str, indent=1))
     return 1 if failed else 0

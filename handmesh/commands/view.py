@@ -4,11 +4,11 @@ and mesh silhouette outline drawn from its annotations, to check data (and augme
 from __future__ import annotations
 
 import argparse
-import os
 
 import cv2
 import numpy as np
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.cli_values import check_can_write
 from handmesh.errors import DataError
 from handmesh.joints import BONES
@@ -101,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
     sheet = contact_sheet(tiles, labels, columns=int(np.ceil(np.sqrt(len(tiles)))))
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_bytes(encoded.tobytes())
-    os.replace(temp, out)
+    write_bytes_atomic(out, encoded.tobytes())
     print(f"wrote {out}: {len(tiles)} samples of {args.root} ({args.split})")
     return 0

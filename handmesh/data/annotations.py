@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from handmesh.atomic import atomic_path
 from handmesh.errors import DataError
 
 CACHE_FORMAT_VERSION = 1
@@ -102,18 +103,13 @@ def _build_cache(json_path: Path, target: Path, entry_shape: tuple[int, ...], pr
 def _raw_to_npy(raw_path: Path, target: Path, shape: tuple[int, ...]) -> None:
     """Copies the float32 stream into an .npy with the final shape, then atomically puts it in place."""
     raw = np.memmap(raw_path, dtype=np.float32, mode="r", shape=shape)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        out = np.lib.format.open_memmap(temp_name, mode="w+", dtype=np.float32, shape=shape)
+    with atomic_path(target) as temporary:
+        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=shape)
         step = max(1, (64 << 20) // max(1, raw[0].nbytes))
         for start in range(0, shape[0], step):
             out[start : start + step] = raw[start : start + step]
         out.flush()
         del out, raw
-        os.replace(temp_name, target)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
 
 
 def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress: bool) -> int:

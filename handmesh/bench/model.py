@@ -23,11 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from handmesh.bench.engines import ENGINE_LABELS, build_engines
-from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_interleaved
+from handmesh.bench.timing import PeakMemory, matmul_gflops, max_rss_mb, time_interleaved
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel
+from handmesh.threads import torch_threads
 
 SEED = 0
 THREADS = 2
@@ -136,7 +137,7 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
     result: dict = {"encoder": config.encoder, "input_size": config.input_size, "threads": THREADS,
                     "runs": config.runs, "warmup": config.warmup, "throughput_batch": config.throughput_batch,
                     "throughput_runs": config.throughput_runs, **machine()}
-    with bench_threads(THREADS), tempfile.TemporaryDirectory(prefix="handmesh-bench-") as workdir:
+    with torch_threads(THREADS), tempfile.TemporaryDirectory(prefix="handmesh-bench-") as workdir:
         result["load_average_start"] = load_average()
         result["matmul_gflops_start"] = round(matmul_gflops(), 1)
         model, mano_description = build_model(config, mano_dir)

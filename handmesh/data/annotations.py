@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from tqdm import tqdm
 
 from handmesh.atomic import atomic_path
 from handmesh.errors import DataError
+from handmesh.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "handmesh" / "annotations"  # used when the JSON's folder is read-only
@@ -125,8 +125,8 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
     carry = b""  # text after the last complete entry (or after the opening bracket), not yet parsed
     opened = closed = False
     count = 0
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}", disable=not progress,
-               leave=False, delay=1.0)
+    bar = progress_bar(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}",
+                       disable=not progress, leave=False, delay=1.0)
     with open(json_path, "rb") as handle:
         while block := handle.read(_BLOCK_BYTES):
             bar.update(len(block))

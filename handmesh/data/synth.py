@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 import orjson
 import torch
-from tqdm import tqdm
 
 from handmesh.atomic import replace_path
 from handmesh.data.synth_jobs import IMAGE_SIZE, NUM_VERSIONS, default_workers, render_jobs, sample_rng, split_jobs
@@ -35,6 +34,7 @@ from handmesh.joints import MIDDLE_MCP_KEYPOINT, NUM_BETAS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import FILE_NAMES, load_mano_file, resolve_mano_dir
 from handmesh.poses import rest_frame
+from handmesh.progress import progress_bar
 
 SYNTH_FORMAT_VERSION = 3  # bump when the generated data changes, so existing folders are regenerated
 MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
@@ -313,7 +313,7 @@ def synthesize(
         if split == "training":
             (partial / split / "mask").mkdir(parents=True)
         jobs += split_jobs(partial, split, annotations, seed)
-    with tqdm(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
         render_jobs(jobs, source.directory, workers or default_workers(n_train + n_eval), bar)
     seconds = time.perf_counter() - started
     info = {**settings, "synthetic": True, "generator": "handmesh synth", "is_standin": source.is_standin,

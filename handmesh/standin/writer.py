@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csc_matrix
-from tqdm import tqdm
 
 from handmesh.atomic import write_bytes_atomic
 from handmesh.joints import MANO_PARENTS
 from handmesh.mano_file import DEFAULT_STANDIN_DIR, FILE_NAMES, STANDIN_KEY, STANDIN_VERSION, STANDIN_VERSION_KEY
+from handmesh.progress import progress_bar
 from handmesh.standin.anatomy import Anatomy, skeleton
 from handmesh.standin.grasps import grasp_set, pose_pca
 from handmesh.standin.mesh import build_mesh
@@ -26,7 +26,7 @@ SIDES = ("right", "left")
 
 
 def _right_hand(progress: bool = False) -> dict:
-    with tqdm(total=4, desc="building the stand-in hand model", disable=not progress, leave=False) as bar:
+    with progress_bar(total=4, desc="building the stand-in hand model", disable=not progress, leave=False) as bar:
         anatomy = Anatomy.default()
         mesh = build_mesh(anatomy)
         bar.update()

@@ -6,8 +6,12 @@ import io
 import subprocess
 import sys
 
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from handmesh.lightning_progress import ProgressLines
 from handmesh.progress import LineProgress, progress_bar
 
 SCRIPT = """
@@ -70,3 +74,49 @@ def test_a_terminal_gets_tqdm_and_disable_writes_nothing():
     assert isinstance(quiet, LineProgress) and list(quiet) == list(range(10))
     quiet.close()
     assert stream.getvalue() == ""
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).square().mean()
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/error", self.layer(batch[0]).abs().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _fit(tmp_path, **trainer_args):
+    loader = DataLoader(TensorDataset(torch.randn(40, 2)), batch_size=2)  # 20 steps an epoch
+    trainer = pl.Trainer(max_steps=60, val_check_interval=20, limit_val_batches=2, callbacks=[ProgressLines()],
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, **trainer_args)
+    trainer.fit(_Tiny(), loader, loader)
+    return trainer
+
+
+def test_lightning_bar_becomes_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    trainer = _fit(tmp_path)
+    out = capsys.readouterr().out
+    assert trainer.progress_bar_callback is not None and not trainer.progress_bar_callback.is_enabled
+    assert "\r" not in out and "\x1b" not in out  # no redraws, no terminal control codes
+    lines = out.splitlines()
+    train = [line for line in lines if line.startswith("train:")]
+    validation = [line for line in lines if line.startswith("validation at step")]
+    assert 1 <= len(train) <= 11 and train[-1].startswith("train: 100% 60/60"), out
+    assert [line.split(" (")[0] for line in validation] == ["validation at step 20", "validation at step 40",
+                                                            "validation at step 60"], out
+    assert "val/error" in validation[0]
+
+
+def test_lightning_without_a_progress_bar_stays_silent(tmp_path, capsys):
+    _fit(tmp_path, enable_progress_bar=False)
+    out = capsys.readouterr().out
+    assert "train:" not in out and "validation at step" not in out

@@ -1,8 +1,8 @@
 """Lightning plumbing around training: atomic checkpoint files, exact resume of random states, mesh images in logs.
 
 `default_callbacks(root)` are the callbacks every `handmesh fit` run gets (best + last checkpoints, a last.ckpt when
-interrupted and every 30 minutes, a validation before the end, random states); `ValidationMeshImages` is opt-in from
-the YAML configs (it needs a TensorBoard logger).
+interrupted and every 30 minutes, a validation before the end, random states, progress lines in logs);
+`ValidationMeshImages` is opt-in from the YAML configs (it needs a TensorBoard logger).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from handmesh.checkpoints import atomic_save, metadata, read_checkpoint
+from handmesh.lightning_progress import ProgressLines
 from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_mesh_opencv
 
 MONITOR = "val/pa_mpjpe_mm"  # the best checkpoint has the lowest validation PA-MPJPE
@@ -262,9 +263,10 @@ class InterruptCheckpoint(Callback):
 def default_callbacks(root_dir: str | Path, last_every_minutes: float = LAST_EVERY_MINUTES) -> list[Callback]:
     """Best and last checkpoints in `<root_dir>/checkpoints/`, last.ckpt also on SIGTERM / SIGINT and every
     `last_every_minutes` of training (0: only then), a validation before the end of a run that has not validated,
-    and the random states for an exact resume."""
+    and the random states for an exact resume; progress as lines when stdout is not a terminal."""
     checkpoints = BestAndLastCheckpoint(root_dir)
-    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), ValidateBeforeEnd(), RNGState()]
+    return [checkpoints, InterruptCheckpoint(checkpoints.dirpath, last_every_minutes), ValidateBeforeEnd(), RNGState(),
+            ProgressLines()]
 
 
 class ValidationMeshImages(Callback):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from handmesh.atomic import atomic_path
 from handmesh.errors import CheckpointError
 
 # checkpoint["handmesh"] = {"format": ..., "model_args": HandModelConfig.as_dict(), "mano": {...}}; older checkpoints
@@ -103,19 +103,14 @@ def _from_url(url: str) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with (atomic_path(target) as temporary, open(temporary, "wb") as file,
+              urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response):
             while chunk := response.read(1 << 20):
                 file.write(chunk)
-        os.replace(temporary, target)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        Path(temporary).unlink(missing_ok=True)
         raise CheckpointError(f"could not download {url} ({type(error).__name__}: {_first_line(error)}); check the "
                               "address and the network, or download it yourself and pass the file.") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -124,16 +119,8 @@ def atomic_save(checkpoint: dict, path: str | os.PathLike) -> None:
     leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from handmesh.atomic import atomic_path
 from handmesh.errors import HandmeshError
 from handmesh.models.hand_model import HandModel
 from handmesh.models.inference_fold import fold_for_inference
@@ -251,17 +250,6 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def move_into_place(temporary: Path, out: Path) -> None:
-    """os.replace for files and folders (an .mlpackage is a folder: the old one is moved aside first)."""
-    if out.is_dir() and not out.is_symlink():
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, aside / out.name)
-        os.replace(temporary, out)
-        shutil.rmtree(aside)
-    else:
-        os.replace(temporary, out)
-
-
 def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
                  tolerance: float = PARITY_TOLERANCE_M, on_stage: Callable[[str], None] | None = None) -> ExportResult:
     """Export a train-time HandModel (not modified) to `out` in format `fmt`, check parity, move into place.
@@ -281,8 +269,7 @@ def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
     reference = copy.deepcopy(model).eval()
     stage("fold")
     folded = inference_copy(model, backend="torch")
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)) / out.name
-    try:
+    with atomic_path(out) as temporary:  # a file, or a folder for an .mlpackage
         stage("export")
         if fmt == "onnx":
             export_onnx(folded, temporary)
@@ -296,7 +283,4 @@ def export_model(model: HandModel, out: str | os.PathLike, fmt: str = "onnx",
             raise HandmeshError(f"the exported model differs from PyTorch by {parity.max_abs_diff_m:.2e} m, more than "
                                 f"the allowed {tolerance:.0e} m; nothing was written to {out}. Please report this.")
         size_mb = _size_mb(temporary)
-        move_into_place(temporary, out)
-    finally:
-        shutil.rmtree(temporary.parent, ignore_errors=True)
     return ExportResult(out, fmt, parity, size_mb, time.perf_counter() - start)

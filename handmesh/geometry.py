@@ -137,15 +137,3 @@ def weak_perspective_to_translation(camera: torch.Tensor, K: torch.Tensor, crop_
     tz = (fx + fy) / (crop_size * scale.clamp(min=1e-3))
     half = crop_size / 2.0
     return torch.stack([tx + (half - cx) * tz / fx, ty + (half - cy) * tz / fy, tz], dim=-1)
-
-
-def translation_to_weak_perspective(translation: torch.Tensor, K: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """Inverse of `weak_perspective_to_translation`: (B, 3) metres -> (B, 3) (s, tx, ty). Used for camera targets."""
-    fx, fy = K[:, 0, 0], K[:, 1, 1]
-    cx, cy = K[:, 0, 2], K[:, 1, 2]
-    tz = translation[:, 2]
-    scale = (fx + fy) / (crop_size * tz.clamp(min=1e-6))
-    half = crop_size / 2.0
-    tx = translation[:, 0] - (half - cx) * tz / fx
-    ty = translation[:, 1] - (half - cy) * tz / fy
-    return torch.stack([scale, tx, ty], dim=-1)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from handmesh.atomic import atomic_path
 from handmesh.checkpoints import METADATA_KEY, metadata, model_state_dict, read_checkpoint, resolve_checkpoint
 from handmesh.errors import CheckpointError, HandmeshError
 
@@ -102,8 +101,6 @@ def write_hub_folder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     scores: a scores.json (None: the run's, if `find_scores` finds it)."""
     from safetensors.torch import save_file
 
-    from handmesh.export import move_into_place
-
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)
     if not out.parent.is_dir():
         raise HandmeshError(f"cannot write {out}: the folder {out.parent} does not exist. "
@@ -123,12 +120,9 @@ def write_hub_folder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     config = {METADATA_KEY: {key: entry[key] for key in ("format", "model_args", "mano") if key in entry},
               "global_step": data.get("global_step")}
     state = {key: value.contiguous() for key, value in model_state_dict(data).items()}
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out) as temporary:
+        temporary.mkdir()
         save_file(state, str(temporary / WEIGHTS_FILE), metadata={"format": "pt"})
         (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (temporary / CARD_FILE).write_text(model_card(config, score_values))
-        move_into_place(temporary, out)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return [out / WEIGHTS_FILE, out / CONFIG_FILE, out / CARD_FILE]

@@ -20,7 +20,6 @@ both agree to 1e-6 on every score.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -30,6 +29,7 @@ from torchmetrics import Metric
 from handmesh.fscore import F_THRESHOLDS_M, f_scores
 from handmesh.geometry import in_float32
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
+from handmesh.threads import torch_threads
 
 PCK_RANGE_M = (0.0, 0.05)  # the AUC integrates the PCK curve over 0-50 mm ...
 PCK_STEPS = 100  # ... sampled at 100 thresholds
@@ -40,18 +40,6 @@ PER_SAMPLE_KEYS = ("pa_mpjpe_mm", "pa_mpvpe_mm", "mpjpe_mm", "mpvpe_mm", "f5", "
 def pck_thresholds(device: torch.device | str | None = None) -> torch.Tensor:
     """(PCK_STEPS,) float64 metres, bit-identical to the official `np.linspace(0.0, 0.05, 100)`."""
     return torch.from_numpy(np.linspace(PCK_RANGE_M[0], PCK_RANGE_M[1], PCK_STEPS)).to(device)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch's CPU ops on one thread, then restore the caller's setting: the measures' many small batched ops lose
-    more to thread synchronisation than they gain (docs/results.md, "Evaluation")."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -237,7 +225,7 @@ class FreiHANDMetric(Metric):
         if gt_vertices.shape[1:] != (self.num_vertices, 3):
             raise ValueError(f"gt_vertices: expected (B, {self.num_vertices}, 3), found {tuple(gt_vertices.shape)}")
         threads = torch.get_num_threads()  # the F-scores' search runs samples in parallel on the caller's threads
-        with one_thread():
+        with torch_threads(1):  # small batched ops lose more to thread sync than they gain (docs/results.md)
             self._update(sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices, threads))
 
     def _update(self, errors: SampleErrors) -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
 from handmesh.fscore import F_THRESHOLDS_M
 from handmesh.metrics import PCK_RANGE_M, PCK_STEPS
+from handmesh.progress import progress_bar
 
 
 def align_w_scale(gt: np.ndarray, pred: np.ndarray, return_trafo: bool = False):
@@ -89,7 +89,7 @@ def evaluate_reference(xyz_gt, verts_gt, xyz_pred, verts_pred, progress: bool = 
     eval_mesh, eval_mesh_aligned = EvalUtil(num_kp=778), EvalUtil(num_kp=778)
     f_scores, f_scores_aligned = [], []
     shape_is_mano = None
-    for idx in tqdm(range(len(xyz_gt)), desc="official loop", disable=not progress):
+    for idx in progress_bar(range(len(xyz_gt)), desc="official loop", disable=not progress):
         xyz, verts = np.array(xyz_gt[idx]), np.array(verts_gt[idx])
         xyz_p, verts_p = np.array(xyz_pred[idx]), np.array(verts_pred[idx])
         eval_xyz.feed(xyz, xyz_p)

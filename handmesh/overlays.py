@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handmesh.atomic import atomic_path
 from handmesh.data.freihand import FreiHANDDataset, image_path
 from handmesh.render import MeshRenderer, RendererUnavailable, overlay, render_mesh_opencv
 
@@ -47,9 +48,8 @@ def write_overlays(predictor, dataset: FreiHANDDataset, vertices: np.ndarray, ou
         label = "truth | prediction" + (" (stand-in hand model)" if predictor.is_standin else "")
         cv2.putText(panel, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         path = out_dir / f"{position:03d}.png"
-        temporary = path.with_name(f".{path.name}.tmp.png")
-        cv2.imwrite(str(temporary), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-        temporary.replace(path)
+        with atomic_path(path) as temporary:
+            cv2.imwrite(str(temporary), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         written.append(path)
     if renderer is not None:
         renderer.close()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.errors import DataError, HandmeshError, PredictionFileError
 from handmesh.joints import NUM_KEYPOINTS, NUM_VERTICES
 
@@ -204,7 +204,7 @@ def write_pred_json(path: str | os.PathLike, xyz, verts) -> Path:
     check_pred_arrays(xyz, verts, f"predictions for {path}")
     payload = orjson.dumps([xyz, verts], option=orjson.OPT_SERIALIZE_NUMPY)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, payload)
+    write_bytes_atomic(path, payload)
     return path
 
 
@@ -216,16 +216,7 @@ def _to_numpy(array) -> np.ndarray:
     return np.ascontiguousarray(array if array.dtype in (np.float32, np.float64) else array.astype(np.float64))
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to a temporary file in the same folder, then rename it over `path`."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+write_atomic = write_bytes_atomic  # handmesh.quickstart's import; remove once it imports handmesh.atomic
 
 
 def read_eval_ground_truth(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

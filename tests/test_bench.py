@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from handmesh.bench import data as data_bench, model as model_bench, record, table
-from handmesh.bench.timing import PeakMemory, Timing, bench_threads, matmul_gflops, time_call, time_interleaved
+from handmesh.bench.timing import PeakMemory, Timing, matmul_gflops, time_call, time_interleaved
 from handmesh.cli import main
 from handmesh.commands import bench as bench_command
+from handmesh.threads import torch_threads
 
 from conftest import TINY_TRAIN
 
@@ -62,9 +63,9 @@ def test_peak_memory_sees_a_known_allocation():
     assert 150 <= memory.extra_mb <= 400
 
 
-def test_bench_threads_restores_and_matmul_rate():
+def test_torch_threads_restores_and_matmul_rate():
     before = torch.get_num_threads()
-    with bench_threads(1):
+    with torch_threads(1):
         assert torch.get_num_threads() == 1
         rate = matmul_gflops(size=256, runs=3)
     assert torch.get_num_threads() == before

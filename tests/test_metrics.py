@@ -14,11 +14,11 @@ from handmesh.metrics import (
     SCORE_KEYS,
     FreiHANDMetric,
     fit_similarity,
-    one_thread,
     pck_auc,
     per_sample_scores,
     procrustes_align,
 )
+from handmesh.threads import torch_threads
 
 torch.set_num_threads(1)
 
@@ -143,10 +143,10 @@ def test_hand_worked_f_score_with_strict_thresholds():
         assert reference.calculate_fscore(gt[0].numpy(), pred[0].numpy(), t)[0] == pytest.approx(expected)
 
 
-def test_one_thread_runs_torch_on_one_thread_and_restores_the_callers_count():
+def test_torch_threads_sets_the_count_and_restores_the_callers():
     torch.set_num_threads(2)
     try:
-        with one_thread():
+        with torch_threads(1):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
     finally:

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 
 from handmesh.errors import HandmeshError
 from handmesh.geometry import rotmat_to_rot6d
-from handmesh.models.regressor import HEADS, IEFRegressor, build_regressor, sine_positions
+from handmesh.models.regressor import HEADS, IEFRegressor, build_regressor
 
 torch.set_num_threads(2)
 MEAN_POSE = rotmat_to_rot6d(torch.eye(3).expand(16, 3, 3)).reshape(-1)  # (96,): 16 rotations in 6D
@@ -65,13 +66,15 @@ def test_transformer_head_takes_any_feature_map_size(size):
     assert out.pose.shape == (2, 96) and out.betas.shape == (2, 10) and out.camera.shape == (2, 3)
 
 
-def test_sine_positions():
-    positions = sine_positions(2, 3, 8)  # (6, 8): [sin y, cos y, sin x, cos x] x 2 frequencies
+def test_the_transformer_heads_positions_are_detr_style():
+    # the call TransformerRegressor makes: (6, 8) = [sin y, cos y, sin x, cos x] x 2 frequencies, row-major positions
+    positions = build_sincos2d_pos_embed([2, 3], 8, interleave_sin_cos=True)
     assert positions.shape == (6, 8)
     torch.testing.assert_close(positions[0], torch.tensor([0.0, 0, 1, 1, 0, 0, 1, 1]))
     # position (row 1, column 2) = index 5: y = 1, x = 2 at frequency 1 (first of each pair)
     assert positions[5, 0].item() == pytest.approx(math.sin(1.0))
     assert positions[5, 4].item() == pytest.approx(math.sin(2.0))
+    assert positions[5, 7].item() == pytest.approx(math.cos(2.0 / 100))  # frequency 1 / 10000^(1/2)
 
 
 def test_unknown_head():

@@ -25,12 +25,13 @@ import orjson
 import torch
 from torch.utils.data import DataLoader
 
-from handmesh.bench.timing import bench_threads, time_call, time_interleaved
+from handmesh.bench.timing import time_call, time_interleaved
 from handmesh.data.annotations import load_annotation
 from handmesh.data.datamodule import freihand_loader
 from handmesh.data.freihand import FreiHANDDataset, image_path
 from handmesh.data.synth import synthesize
 from handmesh.data.transforms import Augmentation
+from handmesh.threads import torch_threads
 
 INPUT_SIZE = 224
 WORKERS = 2
@@ -82,7 +83,7 @@ def run(quick: bool = False, root: str | os.PathLike | None = None) -> dict:
     """Flat dict of measurements. root: a FreiHAND-format folder to read (default: a synthetic set made here)."""
     samples = 32 if quick else 96
     rounds = 2 if quick else 3
-    with tempfile.TemporaryDirectory(prefix="handmesh-bench-data-") as temp, bench_threads(2):
+    with tempfile.TemporaryDirectory(prefix="handmesh-bench-data-") as temp, torch_threads(2):
         results: dict = {}
         if root is None:
             made = synthesize(None, Path(temp) / "synthetic", samples, 4, seed=0, progress=False, log=None)

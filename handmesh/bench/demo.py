@@ -25,13 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handmesh.bench.timing import bench_threads, time_call
+from handmesh.bench.timing import time_call
 from handmesh.demo.app import DEFAULT_CHECKPOINT, add_arguments, default_threads, load_predictor, run_demo
 from handmesh.demo.crop import Box, crop_hand
 from handmesh.demo.hud import STAGES
 from handmesh.demo.overlay import LLVMPIPE_THREADS, llvmpipe_threads
 from handmesh.demo.synthetic import SyntheticClip, write_synthetic_clip
 from handmesh.mano_file import resolve_mano_dir
+from handmesh.threads import torch_threads
 
 WIDTH, HEIGHT = 640, 480
 FRAMES = {True: 30, False: 150}  # quick, full
@@ -63,7 +64,7 @@ def timm_encoder_ms(runs: int, threads: int) -> float:
 
     encoder = timm.create_model(TIMM_MA36, pretrained=False, num_classes=0).eval()
     image = torch.rand(1, 3, MA36_SIZE, MA36_SIZE)
-    with bench_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         return time_call(lambda: encoder(image), runs=runs, warmup=3).median_ms
 
 
@@ -75,7 +76,7 @@ def _measure(predictor, clip: SyntheticClip, mano_dir: Path, threads: int, folde
     neither side."""
     inputs = itertools.cycle(_crops(clip, predictor))
     model_alone = lambda: predictor.predict(*next(inputs))  # noqa: E731
-    with bench_threads(threads):
+    with torch_threads(threads):
         before = time_call(model_alone, runs=max(1, runs // 2), warmup=3)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -85,7 +86,7 @@ def _measure(predictor, clip: SyntheticClip, mano_dir: Path, threads: int, folde
         "--out", str(folder / f"{prefix}overlay.mp4"), "--stats-json", str(stats_path),
     ]), predictor)
     stats = json.loads(stats_path.read_text())
-    with bench_threads(threads):
+    with torch_threads(threads):
         after = time_call(model_alone, runs=max(1, runs // 2), warmup=1)
     model_ms = (before.median_ms + after.median_ms) / 2
     model_fps = 1e3 / model_ms

@@ -28,13 +28,14 @@ import numpy as np
 import orjson
 import torch
 
-from handmesh.bench.timing import DEFAULT_THREADS, bench_threads
+from handmesh.bench.timing import DEFAULT_THREADS
 from handmesh.commands.evaluate import evaluate, score_arrays
 from handmesh.fscore import load_kernel
 from handmesh.mano import ManoLayer
 from handmesh.metrics_reference import evaluate_reference
 from handmesh.predjson import GT_FILES
 from handmesh.standin import write_standin
+from handmesh.threads import torch_threads
 
 FULL_SAMPLES = 3960  # FreiHAND's evaluation split
 QUICK_SAMPLES = 400
@@ -83,7 +84,7 @@ def _seconds(fn):
 def run(quick: bool = False) -> dict:
     """Flat dict: seconds of (a), (b), (c), the speedups, and the largest relative difference of the 12 scores."""
     num = QUICK_SAMPLES if quick else FULL_SAMPLES
-    with tempfile.TemporaryDirectory(prefix="handmesh-bench-eval-") as temp, bench_threads(DEFAULT_THREADS):
+    with tempfile.TemporaryDirectory(prefix="handmesh-bench-eval-") as temp, torch_threads(DEFAULT_THREADS):
         temp = Path(temp)
         write_standin(temp / "mano")
         data = make_evaluation_set(ManoLayer.from_dir(temp / "mano"), num)
@@ -101,7 +102,7 @@ def run(quick: bool = False) -> dict:
         total_s, total_cpu_s, ours = _seconds(lambda: evaluate(gt_root, pred_path, temp / "out", progress=False))
         total_s, total_cpu_s = total_s + kernel_s, total_cpu_s + kernel_cpu_s
         measures_s, _, _ = _seconds(lambda: score_arrays(*arrays, progress=False))
-        with bench_threads(1):
+        with torch_threads(1):
             measures_1thread_s, measures_cpu_s, _ = _seconds(lambda: score_arrays(*arrays, progress=False))
         measures_s, measures_1thread_s, measures_cpu_s = (
             measures_s + compile_s, measures_1thread_s + compile_s, measures_cpu_s + compile_cpu_s)

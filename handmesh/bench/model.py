@@ -19,15 +19,16 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 from handmesh.bench.engines import ENGINE_LABELS, build_engines
 from handmesh.bench.record import load_average, machine_info, software_versions
-from handmesh.bench.timing import PeakMemory, bench_threads, matmul_gflops, max_rss_mb, time_interleaved
+from handmesh.bench.timing import PeakMemory, matmul_gflops, max_rss_mb, time_interleaved
 from handmesh.export import PARITY_TOLERANCE_M, inference_copy, random_inputs
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
 from handmesh.models.hand_model import HandModel, HandModelConfig
+from handmesh.progress import progress_bar
+from handmesh.threads import torch_threads
 
 SEED = 0
 THREADS = 2
@@ -127,7 +128,7 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
     result: dict = {"encoder": config.encoder, "input_size": config.input_size, "threads": THREADS,
                     "runs": config.runs, "warmup": config.warmup, "throughput_batch": config.throughput_batch,
                     "throughput_runs": config.throughput_runs, **machine()}
-    with bench_threads(THREADS), tempfile.TemporaryDirectory(prefix="handmesh-bench-") as workdir:
+    with torch_threads(THREADS), tempfile.TemporaryDirectory(prefix="handmesh-bench-") as workdir:
         result["load_average_start"] = _one_minute_load()
         result["matmul_gflops_start"] = round(matmul_gflops(), 1)
         model, mano_description = build_model(config, mano_dir)
@@ -135,7 +136,7 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
         images, K = random_inputs(config.throughput_batch, config.input_size, seed=1)
         one = (images[:1], K[:1])
         engines, skipped = {}, {}
-        for name in tqdm(config.engines, desc="bench model: build engines", unit="engine"):
+        for name in progress_bar(config.engines, desc="bench model: build engines", unit="engine"):
             with PeakMemory() as memory:  # the engine's own weights, caches, arenas, compiler, one batch
                 built, failed = build_engines(model, Path(workdir), (images, K), THREADS, names=(name,))
                 for engine in built.values():
@@ -160,14 +161,14 @@ def run(quick: bool = False, mano_dir: str | os.PathLike | None = None) -> dict:
             result[f"{name}_max_abs_diff_m"] = max(_max_diff(engine.run(*one), reference),
                                                    _max_diff(engine.run(images, K), reference_batch))
 
-        with tqdm(total=config.runs, desc="bench model: batch 1", unit="round") as bar:
+        with progress_bar(total=config.runs, desc="bench model: batch 1", unit="round") as bar:
             latency = time_interleaved({name: (lambda e=engine: e.run(*one)) for name, engine in engines.items()},
                                        runs=config.runs, warmup=config.warmup, progress=bar.update)
         for name, timing in latency.items():
             result.update(timing.as_dict(name))
 
-        with tqdm(total=config.throughput_runs, desc=f"bench model: batch {config.throughput_batch}",
-                  unit="round") as bar:
+        with progress_bar(total=config.throughput_runs, desc=f"bench model: batch {config.throughput_batch}",
+                          unit="round") as bar:
             batch_timing = time_interleaved({name: (lambda e=engine: e.run(images, K))
                                              for name, engine in engines.items()},
                                             runs=config.throughput_runs, warmup=1, progress=bar.update)

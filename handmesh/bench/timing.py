@@ -3,8 +3,9 @@
 On a shared machine single timings drift by tens of percent, so compare candidates within one run, and prefer
 `time_interleaved`: it runs every candidate once per round, so a busy spell slows all of them alike.
 
-    from handmesh.bench.timing import bench_threads, time_call, time_interleaved, PeakMemory
-    with bench_threads(2):
+    from handmesh.bench.timing import time_call, time_interleaved, PeakMemory
+    from handmesh.threads import torch_threads
+    with torch_threads(2):
         timing = time_call(lambda: model(x), runs=20, warmup=3)      # -> Timing
         timings = time_interleaved({"a": f, "b": g}, runs=20)        # -> {"a": Timing, "b": Timing}
         with PeakMemory() as memory:
@@ -14,7 +15,6 @@ On a shared machine single timings drift by tens of percent, so compare candidat
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
@@ -107,17 +107,6 @@ def time_interleaved(
         if progress is not None:
             progress()
     return {name: _summarise(wall[name], warmup, cpu[name]) for name in fns}
-
-
-@contextlib.contextmanager
-def bench_threads(threads: int = DEFAULT_THREADS) -> Iterator[None]:
-    """Run the block with `torch.set_num_threads(threads)`, restoring the previous count afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def max_rss_mb() -> float:

@@ -17,12 +17,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from handmesh.cli_values import check_can_write
 from handmesh.export import FORMATS, METADATA_PREFIX, PARITY_TOLERANCE_M, check_format, export_model
 from handmesh.hub import write_hub_folder
 from handmesh.inference import Predictor
+from handmesh.progress import progress_bar
 
 HUB_FORMAT = "hub"
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_format(args.format)
     torch.set_num_threads(max(1, args.threads))
-    with tqdm(total=len(STAGES), desc="export", unit="stage") as bar:
+    with progress_bar(total=len(STAGES), desc="export", unit="stage") as bar:
         bar.set_postfix_str("load")
         predictor = Predictor.from_checkpoint(args.checkpoint, mano_dir=args.mano_dir, reparameterize=False)
 

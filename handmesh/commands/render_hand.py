@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from handmesh.atomic import atomic_path
 from handmesh.errors import HandmeshError
 
 if TYPE_CHECKING:  # numpy, torch and the renderer load when used, so `--help` stays fast
@@ -60,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     label = f"{args.side} hand, {args.pose}" + (" - STAND-IN model, not MANO" if source.is_standin else "")
     cv2.putText(image, label, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1, cv2.LINE_AA)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.stem}.tmp{args.out.suffix}")
-    cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    temporary.replace(args.out)
+    with atomic_path(args.out) as temporary:
+        cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out}")
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.cli_values import check_can_write
 from handmesh.errors import DataError
 from handmesh.joints import BONES
@@ -148,9 +149,7 @@ def run(args: argparse.Namespace) -> int:
     sheet = add_caption(contact_sheet(tiles, labels, columns=int(np.ceil(np.sqrt(len(tiles))))), notes)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_bytes(encoded.tobytes())
-    os.replace(temp, out)
+    write_bytes_atomic(out, encoded.tobytes())
     print(f"wrote {out}: {len(tiles)} samples of {args.root} ({args.split})"
           + "".join(f"; captioned: {note}" for note in notes))
     return 0

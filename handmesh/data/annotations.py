@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from tqdm import tqdm
 
+from handmesh.atomic import atomic_path
 from handmesh.errors import DataError
+from handmesh.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "handmesh" / "annotations"  # used when the JSON's folder is read-only
@@ -102,18 +103,13 @@ def _build_cache(json_path: Path, target: Path, entry_shape: tuple[int, ...], pr
 def _raw_to_npy(raw_path: Path, target: Path, shape: tuple[int, ...]) -> None:
     """Copies the float32 stream into an .npy with the final shape, then atomically puts it in place."""
     raw = np.memmap(raw_path, dtype=np.float32, mode="r", shape=shape)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        out = np.lib.format.open_memmap(temp_name, mode="w+", dtype=np.float32, shape=shape)
+    with atomic_path(target) as temporary:
+        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=shape)
         step = max(1, (64 << 20) // max(1, raw[0].nbytes))
         for start in range(0, shape[0], step):
             out[start : start + step] = raw[start : start + step]
         out.flush()
         del out, raw
-        os.replace(temp_name, target)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
 
 
 def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress: bool) -> int:
@@ -129,8 +125,8 @@ def _stream_entries(json_path: Path, entry_shape: tuple[int, ...], raw, progress
     carry = b""  # text after the last complete entry (or after the opening bracket), not yet parsed
     opened = closed = False
     count = 0
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}", disable=not progress,
-               leave=False, delay=1.0)
+    bar = progress_bar(total=size, unit="B", unit_scale=True, desc=f"caching {json_path.name}",
+                       disable=not progress, leave=False, delay=1.0)
     with open(json_path, "rb") as handle:
         while block := handle.read(_BLOCK_BYTES):
             bar.update(len(block))

@@ -59,10 +59,6 @@ class SplitFiles:
     num_images: int  # JPEGs in rgb_dir
     num_unique: int  # annotation entries
 
-    @property
-    def num_versions(self) -> int:
-        return self.num_images // self.num_unique
-
 
 def image_name(index: int) -> str:
     """FreiHAND's image file name: `%08d.jpg`."""

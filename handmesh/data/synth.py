@@ -26,14 +26,15 @@ import cv2
 import numpy as np
 import orjson
 import torch
-from tqdm import tqdm
 
+from handmesh.atomic import replace_path
 from handmesh.data.synth_jobs import IMAGE_SIZE, NUM_VERSIONS, default_workers, render_jobs, sample_rng, split_jobs
 from handmesh.errors import DataError
 from handmesh.joints import MIDDLE_MCP_KEYPOINT, NUM_BETAS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import FILE_NAMES, load_mano_file, resolve_mano_dir
 from handmesh.poses import rest_frame
+from handmesh.progress import progress_bar
 
 SYNTH_FORMAT_VERSION = 3  # bump when the generated data changes, so existing folders are regenerated
 MARKER = "handmesh_synth.json"  # written last: its presence means the folder is complete
@@ -191,12 +192,6 @@ def _annotate_batch(layer: ManoLayer, rngs: list, canonical: np.ndarray, spread:
     return {"K": K, "mano": mano[:, None, :], "xyz": xyz, "verts": verts, "scale": scale}
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
-
-
 @dataclass(frozen=True)
 class _HandModel:
     """What sampling the annotations needs from the hand model, computed once."""
@@ -313,27 +308,21 @@ def synthesize(
     for split, count in (("training", n_train), ("evaluation", n_eval)):
         annotations = _annotate_split(model, split, count, seed, views)
         for key, values in annotations.items():
-            _write_bytes(partial / f"{split}_{key}.json", orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY))
+            (partial / f"{split}_{key}.json").write_bytes(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY))
         (partial / split / "rgb").mkdir(parents=True)
         if split == "training":
             (partial / split / "mask").mkdir(parents=True)
         jobs += split_jobs(partial, split, annotations, seed)
-    with tqdm(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=n_train + n_eval, desc="synth", unit="sample", disable=not progress) as bar:
         render_jobs(jobs, source.directory, workers or default_workers(n_train + n_eval), bar)
     seconds = time.perf_counter() - started
     info = {**settings, "synthetic": True, "generator": "handmesh synth", "is_standin": source.is_standin,
             "hand_model": model.layer.source, "seconds": round(seconds, 2),
             "samples_per_s": round((n_train + n_eval) / seconds, 3)}
-    _write_bytes(partial / "README.txt", _readme(info).encode())
-    _write_bytes(partial / MARKER, orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    (partial / "README.txt").write_bytes(_readme(info).encode())
+    (partial / MARKER).write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     (partial / PARTIAL_TAG).unlink()
-    if out.exists():  # our own older dataset (or an empty folder): swap it out, then delete it
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
+    replace_path(partial, out)  # our own older dataset (or an empty folder) there is swapped out, then deleted
     log(f"wrote {out}: {n_train} x {NUM_VERSIONS} training and {n_eval} evaluation images in {seconds:.1f} s "
         f"({info['samples_per_s']:.2f} samples/s)")
     return SynthResult(out, n_train, n_eval, seconds, info["samples_per_s"], source.describe(), reused=False)

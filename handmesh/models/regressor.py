@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 
 from handmesh.errors import HandmeshError
@@ -110,24 +111,13 @@ class TransformerRegressor(ParameterHead):
     def forward(self, features: torch.Tensor, cues: torch.Tensor | None = None) -> RegressorOutput:
         batch, channels, height, width = features.shape
         tokens = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, dim)
-        tokens = tokens + sine_positions(height, width, tokens.shape[-1]).to(tokens)
+        # (h*w, dim) DETR-style fixed encodings: [sin y, cos y, sin x, cos x], dim/4 frequencies 1 / 10000^(k / (dim/4))
+        positions = build_sincos2d_pos_embed([height, width], tokens.shape[-1], interleave_sin_cos=True)
+        tokens = tokens + positions.to(tokens)
         mean = self.mean_params.expand(batch, -1)  # (B, P + 13)
         query = self.query(mean if cues is None else torch.cat([mean, cues], dim=-1)).unsqueeze(1)  # (B, 1, dim)
         out = self.decoder(query, tokens).squeeze(1)  # (B, dim)
         return self.unpack(mean + self.decode(out))
-
-
-def sine_positions(height: int, width: int, dim: int) -> torch.Tensor:
-    """(h*w, dim) fixed 2D sine/cosine encodings: dim/2 channels for y, dim/2 for x (DETR-style)."""
-    quarter = dim // 4
-    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (dim/4,)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
-    parts = []
-    for coordinate in (ys.reshape(-1, 1), xs.reshape(-1, 1)):
-        angles = coordinate * frequencies  # (h*w, dim/4)
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, dim=-1)  # (h*w, dim)
 
 
 def build_regressor(head: str, num_features: int, mean_pose: torch.Tensor,

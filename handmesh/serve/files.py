@@ -10,7 +10,6 @@ import base64
 import binascii
 import io
 import json
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,8 +18,9 @@ import cv2
 import numpy as np
 import trimesh
 
+from handmesh.atomic import atomic_path, write_bytes_atomic
 from handmesh.demo.crop import HandEstimate, crop_hand
-from handmesh.demo.outputs import hand_record, mesh_bytes, write_atomic
+from handmesh.demo.outputs import hand_record, mesh_bytes
 from handmesh.errors import HandmeshError
 
 GLTF_FROM_CAMERA = np.diag([1.0, -1.0, -1.0])  # (3, 3) camera frame (y down, z forward) -> glTF (y up, z back)
@@ -114,7 +114,7 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise HandmeshError(f"could not encode the {image.shape} overlay as PNG")
-    write_atomic(path, png.tobytes())
+    write_bytes_atomic(path, png.tobytes())
     return path
 
 
@@ -126,11 +126,11 @@ def write_meshes(directory: Path, hands: list[HandEstimate]) -> list[Path]:
         mesh.visual.vertex_colors = np.tile(MESH_RGBA, (len(hand.vertices), 1))
         scene.add_geometry(mesh, node_name=f"{hand.side}{rank}")
     paths = [directory / "hands.glb"]
-    write_atomic(paths[0], scene.export(file_type="glb"))
+    write_bytes_atomic(paths[0], scene.export(file_type="glb"))
     for rank, hand in enumerate(hands):
         for mesh_format in ("obj", "ply"):
             path = directory / f"{hand.side}{rank}.{mesh_format}"
-            write_atomic(path, mesh_bytes(hand, mesh_format))
+            write_bytes_atomic(path, mesh_bytes(hand, mesh_format))
             paths.append(path)
     return paths
 
@@ -178,17 +178,15 @@ def write_keypoints_json(path: Path, hands: list[HandEstimate], K: np.ndarray, s
                                "camera (x -> -x)")
         for entry, parameters in zip(record["hands"], mano):
             entry["mano"] = parameters
-    write_atomic(path, json.dumps(record, indent=1))
+    write_bytes_atomic(path, json.dumps(record, indent=1))
     return path
 
 
 def zip_folder(folder: Path, path: Path) -> Path:
     """Every file of folder (flat) into the zip at path."""
-    partial = path.with_name(f".{path.name}.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(path) as partial, zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for member in sorted(folder.iterdir()):
             archive.write(member, member.name)
-    os.replace(partial, path)
     return path
 
 

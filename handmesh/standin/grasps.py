@@ -67,13 +67,6 @@ def gesture_poses(anatomy: Anatomy, curls: np.ndarray, thumbs: np.ndarray, sprea
     return pose.reshape(count, 45)
 
 
-def gesture_pose(anatomy: Anatomy, name: str) -> np.ndarray:
-    """(45,) axis-angle of one named gesture of GESTURES, fully formed."""
-    curls, thumb = GESTURES[name]
-    spread = _SPREAD.get(name, (0.0, 0.0, 0.0, 0.0))
-    return gesture_poses(anatomy, np.array([curls]), np.array([thumb]), np.array([spread]))[0]
-
-
 def grasp_set(anatomy: Anatomy) -> np.ndarray:
     """(N, 45) poses: every gesture in VARIANTS random variants (partly formed, jittered), fixed by SEED."""
     rng = np.random.default_rng(SEED)

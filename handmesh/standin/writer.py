@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csc_matrix
-from tqdm import tqdm
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.joints import MANO_PARENTS
 from handmesh.mano_file import DEFAULT_STANDIN_DIR, FILE_NAMES, STANDIN_KEY, STANDIN_VERSION, STANDIN_VERSION_KEY
+from handmesh.progress import progress_bar
 from handmesh.standin.anatomy import Anatomy, skeleton
 from handmesh.standin.grasps import grasp_set, pose_pca
 from handmesh.standin.mesh import build_mesh
@@ -26,7 +26,7 @@ SIDES = ("right", "left")
 
 
 def _right_hand(progress: bool = False) -> dict:
-    with tqdm(total=4, desc="building the stand-in hand model", disable=not progress, leave=False) as bar:
+    with progress_bar(total=4, desc="building the stand-in hand model", disable=not progress, leave=False) as bar:
         anatomy = Anatomy.default()
         mesh = build_mesh(anatomy)
         bar.update()
@@ -85,18 +85,6 @@ def build_standin(side: str = "right") -> dict:
     return right if side == "right" else mirror(right)
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the model from other users
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_standin(out_dir: str | os.PathLike = DEFAULT_STANDIN_DIR, progress: bool = True) -> list[Path]:
     """Write MANO_RIGHT.pkl and MANO_LEFT.pkl into `out_dir` (created if needed); returns their paths.
     `progress` shows a progress bar while the model is built (a few seconds)."""
@@ -106,6 +94,6 @@ def write_standin(out_dir: str | os.PathLike = DEFAULT_STANDIN_DIR, progress: bo
     paths = []
     for side, model in (("right", right), ("left", mirror(right))):
         path = out_dir / FILE_NAMES[side]
-        _write_atomically(path, pickle.dumps(model, protocol=PICKLE_PROTOCOL))
+        write_bytes_atomic(path, pickle.dumps(model, protocol=PICKLE_PROTOCOL))
         paths.append(path)
     return paths

@@ -159,7 +159,7 @@ def test_keypoint_head_feeds_the_regressor(mano):
 
 
 def test_config_from_older_checkpoints():
-    first = {"encoder": "fastvit_t8", "input_size": 128, "head": "ief", "mean_camera": [6.5, 0.0, 0.0]}  # the 1st layout
+    first = {"encoder": "fastvit_t8", "input_size": 128, "head": "ief", "mean_camera": [6.5, 0.0, 0.0]}  # 1st layout
     config = HandModelConfig.from_dict(first)
     assert (config.pose_pca, config.keypoint_head, config.mean_camera) == (0, False, (6.5, 0.0, 0.0))
     assert HandModelConfig.from_dict(config.as_dict()) == config

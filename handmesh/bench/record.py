@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from handmesh.errors import HandmeshError
-from handmesh.predjson import write_atomic
+from handmesh.atomic import write_bytes_atomic
 
 FORMAT_VERSION = 1
 # CPU flags that change which kernels torch, oneDNN and ONNX Runtime use (widest first: the file name's ISA level)
@@ -185,7 +185,7 @@ def results_folder(folder: str | os.PathLike) -> Path:
 def write_record(record: BenchRecord, folder: str | os.PathLike) -> Path:
     """Write `record` as JSON into `folder` (created if needed) under its file name, atomically; returns the path."""
     path = results_folder(folder) / record.file_name
-    write_atomic(path, record.to_json().encode())
+    write_bytes_atomic(path, record.to_json().encode())
     return path
 
 

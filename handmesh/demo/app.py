@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from handmesh.cli_values import ENGINES, parse_intrinsics
 from handmesh.demo.capture import open_source
@@ -39,6 +38,8 @@ from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
 from handmesh.demo.stats import DemoStats, model_summary, steady_rate, warmup_count, write_stats_json
 from handmesh.demo.tracking import DEFAULT_DETECT_EVERY, DetectThenTrack
 from handmesh.errors import HandmeshError
+from handmesh.progress import progress_bar
+from handmesh.threads import torch_threads
 
 DEFAULT_CHECKPOINT = Path("runs/quickstart/model.ckpt")  # used when present and no --checkpoint is given
 DEFAULT_SNAPSHOT_DIR = Path("runs/demo")  # where the s and r keys write
@@ -100,16 +101,6 @@ def default_threads() -> int:
     return cores if cores <= 2 else cores - 1
 
 
-@contextmanager
-def torch_threads(count: int):
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def load_predictor(checkpoint: str | Path | None, mano_dir: str | None, engine: str = "torch",
@@ -217,7 +208,7 @@ class DemoApp:
         total = self.source.frame_count
         if self.args.max_frames is not None:
             total = min(total or self.args.max_frames, self.args.max_frames)
-        progress = tqdm(total=total, unit="frame", disable=not self.args.no_window)
+        progress = progress_bar(total=total, unit="frame", disable=not self.args.no_window)
         stack.callback(progress.close)
         self.start_time = time.perf_counter()
         while (packet := pipeline.get()) is not None:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import trimesh
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.cli_values import check_can_write
 from handmesh.demo.capture import IMAGE_SUFFIXES
 from handmesh.demo.crop import HandEstimate
@@ -56,14 +57,6 @@ def check_outputs(source: str, out: Path | None, stats_json: Path | None, save_m
     return checked[0], checked[1]
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-    os.replace(temporary, path)
-
-
 def mesh_bytes(hand: HandEstimate, mesh_format: str) -> bytes | str:
     """The hand's mesh as an .obj or .ply file's content (trimesh)."""
     return trimesh.Trimesh(hand.vertices, hand.faces, process=False).export(file_type=mesh_format)
@@ -82,7 +75,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise HandmeshError(f"image output {path}: folder {path.parent} does not exist; create it first")
-    write_atomic(path, png_bytes(image))
+    write_bytes_atomic(path, png_bytes(image))
     return path
 
 
@@ -151,14 +144,14 @@ class MeshSaver:
         entries = []
         for rank, hand in enumerate(hands):
             name = f"frame_{frame_index:06d}_{hand.side}{rank}.{self.mesh_format}"
-            write_atomic(self.directory / name, mesh_bytes(hand, self.mesh_format))
+            write_bytes_atomic(self.directory / name, mesh_bytes(hand, self.mesh_format), sync=False)  # per frame
             self.meshes += 1
             entries.append(hand_record(hand) | {"mesh": name})
         self._record["frames"].append({"frame": frame_index, "time": round(time_s, 6), "hands": entries})
 
     def close(self) -> Path:
         path = self.directory / KEYPOINTS_FILE
-        write_atomic(path, json.dumps(self._record))
+        write_bytes_atomic(path, json.dumps(self._record))
         return path
 
 
@@ -179,10 +172,10 @@ def save_snapshot(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("snapshot_%Y%m%d-%H%M%S") + f"_{int(time.time() * 1000) % 1000:03d}"
-    write_atomic(directory / f"{stem}.png", png_bytes(image))
+    write_bytes_atomic(directory / f"{stem}.png", png_bytes(image))
     written = [directory / f"{stem}.png"]
     for rank, hand in enumerate(hands):
         path = directory / f"{stem}_{hand.side}{rank}.{mesh_format}"
-        write_atomic(path, mesh_bytes(hand, mesh_format))
+        write_bytes_atomic(path, mesh_bytes(hand, mesh_format))
         written.append(path)
     return written

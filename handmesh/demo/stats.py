@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from handmesh.demo.outputs import write_atomic
+from handmesh.atomic import write_bytes_atomic
 
 WARMUP_FRAMES = 5  # frames left out of the steady frame rate and stage means (GL context, first inference)
 
@@ -84,4 +84,4 @@ def write_stats_json(stats: DemoStats, path: str | os.PathLike) -> None:
     record["stage_ms"] = {stage: round(ms, 3) for stage, ms in record["stage_ms"].items()}
     per_frame = record.pop("hands_per_frame")
     text = json.dumps(record, indent=1)[:-2] + f',\n "hands_per_frame": {json.dumps(per_frame)}\n}}\n'  # one line
-    write_atomic(path, text)
+    write_bytes_atomic(path, text)

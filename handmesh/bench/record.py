@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from handmesh.errors import HandmeshError
 from handmesh.atomic import write_bytes_atomic
+from handmesh.errors import HandmeshError
 
 FORMAT_VERSION = 1
 # CPU flags that change which kernels torch, oneDNN and ONNX Runtime use (widest first: the file name's ISA level)

@@ -16,11 +16,11 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.freihand_metric import FreiHANDMetric
 from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.metrics import FreiHANDMetric
 from handmesh.models.hand_model import DEFAULT_MEAN_CAMERA, HandModel, HandOutput
 
 STAGES = ("val", "test")

@@ -31,11 +31,11 @@ import orjson
 import torch
 
 from handmesh.bench.timing import DEFAULT_THREADS, bench_threads
-from handmesh.commands.evaluate import evaluate, score_arrays
 from handmesh.fscore import load_kernel
 from handmesh.mano import ManoLayer
 from handmesh.metrics_reference import evaluate_reference
 from handmesh.predjson import GT_FILES
+from handmesh.scoring import evaluate, score_arrays
 from handmesh.standin import write_standin
 
 FULL_SAMPLES = 3960  # FreiHAND's evaluation split

@@ -266,7 +266,7 @@ class ScoreTotals:
     def _vertices_defined(self) -> bool:
         count, vertex_count = int(self.count), int(self.vertex_count)
         if vertex_count not in (0, count):
-            raise ValueError(f"{vertex_count} of {count} samples had vertex correspondence: the totals mix meshes "
+            raise ValueError(f"{vertex_count} of {count} samples had vertex correspondence: a metric mixes meshes "
                              "with and without it; keep one kind of predicted mesh per metric")
         return vertex_count > 0
 

@@ -36,8 +36,7 @@ NAMED_CHECKPOINTS = ("last", "best", "hpc")  # --ckpt_path values Lightning reso
 # Other libraries' messages that carry no information for a handmesh run (messages are regular expressions)
 QUIET_WARNINGS = (
     "LightningCLI's args parameter is intended",  # handmesh passes `args` while sys.argv has arguments, by design
-    r".*`torch\.utils\._pytree\._register_pytree_node` is deprecated",
-    r".*is deprecated. Please use `torch\.utils\._pytree\.register_pytree_node`",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch's pytree, from Lightning's own _pytree.py
 )
 QUIET_INFO = ("litlogger",)  # Lightning's tip to install its hosted logger, printed on fit
 

@@ -116,7 +116,7 @@ def _logger_override(config_path: str) -> list[str]:
     for entry in entries:
         init_args = entry.setdefault("init_args", {}) or {}
         entry["init_args"] = init_args
-        if "save_dir" not in init_args and _takes_save_dir(entry["class_path"]):
+        if init_args.get("save_dir") is None and _takes_save_dir(entry["class_path"]):
             init_args["save_dir"], changed = RUN_FOLDER, True
     return [f"--trainer.logger={yaml.safe_dump(loggers, default_flow_style=True, width=1 << 16).strip()}"] \
         if changed else []

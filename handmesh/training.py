@@ -77,8 +77,7 @@ class HandmeshCLI(LightningCLI):
                 init_args.save_dir = root_dir
         if config.get("ckpt_path"):
             config.model.pretrained = None  # the checkpoint's weights replace ImageNet's
-        source = ensure_standin(config.model.mano_dir, command=f"handmesh {self.subcommand}")
-        config.model.mano_dir = str(source.directory)
+        ensure_standin(config.model.mano_dir, command=f"handmesh {self.subcommand}")  # the module finds it there
         self.trainer_defaults["callbacks"] = default_callbacks(root_dir, minutes)
 
     def instantiate_trainer(self, **kwargs):

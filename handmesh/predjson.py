@@ -3,8 +3,8 @@
 `pred.json` = `[xyz_list, verts_list]`: N x 21 x 3 keypoints and N x 778 x 3 vertices, metres, camera frame, in
 evaluation-set order (docs/evaluation.md). Ground truth: `ROOT/evaluation_xyz.json` and
 `ROOT/evaluation_verts.json` in a FreiHAND_pub_v2 folder. `pred.json.meta.json` beside a pred.json (the official
-format has no room for it) says which hand model and checkpoint made it and when. Every problem a user can cause is a `HandmeshError` that
-says what was expected, what was found and what to do.
+format has no room for it) says which hand model and checkpoint made it and when. Every problem a user can cause is a
+`HandmeshError` that says what was expected, what was found and what to do.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def score_arrays(xyz_gt: np.ndarray, verts_gt: np.ndarray, xyz_pred: np.ndarray,
 
 
 def evaluate(gt_root: str | os.PathLike, pred_path: str | os.PathLike, out_dir: str | os.PathLike,
-             device: torch.device | str = "cpu", batch_size: int = BATCH_SIZE, progress: bool = True) -> EvaluationResult:
+             device: torch.device | str = "cpu", batch_size: int = BATCH_SIZE,
+             progress: bool = True) -> EvaluationResult:
     """Read, score and write OUTPUT_FILES into `out_dir` (atomically); the PNG's caption names the hand model of
     the predictions when pred.json has a sidecar (`predjson.read_pred_meta`)."""
     out_dir = Path(out_dir)

@@ -18,8 +18,7 @@ from handmesh.cli import main
 from handmesh.errors import PredictionFileError
 from handmesh.metrics import PER_SAMPLE_KEYS, SCORE_KEYS
 from handmesh.predjson import _regular_arrays, read_pred_json, write_pred_json, write_pred_meta
-from handmesh.scoring import evaluate as evaluate_files
-from handmesh.scoring import pck_plot_png, provenance
+from handmesh.scoring import evaluate as evaluate_files, pck_plot_png, provenance
 
 torch.set_num_threads(1)
 NUM = 5
@@ -203,8 +202,9 @@ def test_scoring_imports_no_torchmetrics_torchvision_or_lightning(folder, tmp_pa
     """`handmesh evaluate` loads only what scoring needs: the pure measures, not the training metric's libraries."""
     root, (_, _, pred_xyz, pred_verts) = folder
     pred = write_raw(tmp_path / "pred.json", [pred_xyz.tolist(), pred_verts.tolist()])
+    argv = ["evaluate", "--gt", str(root), "--pred", str(pred), "--out", str(tmp_path / "o")]
     code = ("import sys; from handmesh.cli import main\n"
-            f"rc = main(['evaluate', '--gt', {str(root)!r}, '--pred', {str(pred)!r}, '--out', {str(tmp_path / 'o')!r}])\n"
+            f"rc = main({argv!r})\n"
             "heavy = {'torchmetrics', 'torchvision', 'pytorch_lightning', 'lightning', 'lightning_fabric', 'timm'}\n"
             "print('LOADED', rc, sorted({name.split('.')[0] for name in sys.modules} & heavy))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

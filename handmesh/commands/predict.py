@@ -46,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(checkpoint, mano_dir=args.mano_dir, device=args.device, engine=args.engine)
     print(predictor.description)
     files = write_predictions(predictor, args.root, out, checkpoint, args.batch_size, args.num_workers)
-    print(f"wrote {files.pred_json}: {len(files.keypoints)} predictions (keypoints and vertices, metres, camera frame), "
-          f"and {files.meta.name} beside it (hand model, checkpoint, date)")
+    print(f"wrote {files.pred_json}: {len(files.keypoints)} predictions (keypoints and vertices, metres, camera "
+          f"frame), and {files.meta.name} beside it (hand model, checkpoint, date)")
     return 0

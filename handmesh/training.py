@@ -29,7 +29,6 @@ from handmesh.data.datamodule import FreiHANDDataModule
 from handmesh.errors import HandmeshError
 from handmesh.lit_module import HandMeshModule
 from handmesh.paths import here_or_in_repo
-from handmesh.standin import ensure_standin
 
 RUN_FOLDER = "<trainer.default_root_dir>"  # a logger's save_dir until the run folder is known
 NAMED_CHECKPOINTS = ("last", "best", "hpc")  # --ckpt_path values Lightning resolves itself
@@ -77,6 +76,8 @@ class HandmeshCLI(LightningCLI):
                 init_args.save_dir = root_dir
         if config.get("ckpt_path"):
             config.model.pretrained = None  # the checkpoint's weights replace ImageNet's
+        from handmesh.standin import ensure_standin  # here, not at the top: `fit --help` does not build the stand-in
+
         ensure_standin(config.model.mano_dir, command=f"handmesh {self.subcommand}")  # the module finds it there
         self.trainer_defaults["callbacks"] = default_callbacks(root_dir, minutes)
 

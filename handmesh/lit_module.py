@@ -18,11 +18,12 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from handmesh.checkpoints import FORMAT_VERSION, METADATA_KEY, metadata
 from handmesh.errors import CheckpointError, HandmeshError
+from handmesh.freihand_metric import FreiHANDMetric
 from handmesh.geometry import in_float32
 from handmesh.losses import LossWeights, hand_losses
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import resolve_mano_dir
-from handmesh.metrics import SCORE_KEYS, FreiHANDMetric
+from handmesh.metrics import SCORE_KEYS
 from handmesh.models.hand_model import HandModel, HandModelConfig, HandOutput
 
 STAGES = ("val", "test")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from handmesh.joints import MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS,
 from handmesh.paths import repo_path
 
 DEFAULT_MANO_DIR = repo_path("data/mano")  # where users put mano_v1_2/models/MANO_*.pkl (or its contents)
-DEFAULT_STANDIN_DIR = repo_path("data/mano_standin")  # where the stand-in is written when no MANO is found
+DEFAULT_STANDIN_DIR = repo_path("data/mano_standin")  # where `handmesh standin` writes the stand-in
 MANO_DIR_ENV = "HANDMESH_MANO_DIR"
 STANDIN_KEY = "handmesh_standin"  # extra key that marks the stand-in model's files
 STANDIN_VERSION_KEY = "handmesh_standin_version"  # extra key: the stand-in's STANDIN_VERSION (absent before 2)
@@ -249,7 +248,7 @@ def _side_from_name(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class ManoSource:
-    """Where the hand model comes from, as decided by `resolve_mano_dir`."""
+    """Where the hand model comes from, as decided by `locate_mano_dir`."""
 
     directory: Path
     is_standin: bool
@@ -288,21 +287,13 @@ def _standin_is_current(directory: Path) -> tuple[bool, str]:
     return True, "current"
 
 
-def _write_default_standin(directory: Path, why: str) -> None:
-    from handmesh.standin import write_standin  # only when needed: building the stand-in takes a moment
-
-    if why != "absent":
-        print(f"regenerating the stand-in hand model in {directory}: the copy there is {why}", file=sys.stderr)
-    write_standin(directory)
-
-
 def _same_folder(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _checked_source(directory: Path, standin: Path, reason: str) -> ManoSource:
+def _checked_source(directory: Path, standin: Path, reason: str) -> tuple[ManoSource, str | None]:
     """The source in `directory` (which holds MANO_RIGHT.pkl), refusing an outdated stand-in there unless it is
-    `standin`, handmesh's own folder, which is renewed instead."""
+    `standin`, handmesh's own folder, which is then reported as needing to be written."""
     version = _standin_version_of(directory / FILE_NAMES["right"])
     if version is not None and version != STANDIN_VERSION:
         if not _same_folder(directory, standin):
@@ -311,23 +302,18 @@ def _checked_source(directory: Path, standin: Path, reason: str) -> ManoSource:
                 f"{version}); this handmesh uses version {STANDIN_VERSION}. Run `handmesh standin --out {directory}` "
                 f"to renew it, or use MANO there."
             )
-        _write_default_standin(directory, _standin_is_current(directory)[1])
-    return ManoSource(directory, version is not None, reason)
+        return ManoSource(directory, True, reason), _standin_is_current(directory)[1]
+    return ManoSource(directory, version is not None, reason), None
 
 
-def resolve_mano_dir(
+def locate_mano_dir(
     mano_dir: str | os.PathLike | None = None,
     default_dir: str | os.PathLike = DEFAULT_MANO_DIR,
     standin_dir: str | os.PathLike = DEFAULT_STANDIN_DIR,
-) -> ManoSource:
-    """Find the MANO folder: `mano_dir`, else $HANDMESH_MANO_DIR, else `default_dir`, else the stand-in.
-
-    An explicit folder (argument or environment) must hold MANO_RIGHT.pkl: a wrong path is an error, never a silent
-    fallback. With no explicit folder and no MANO in `default_dir`, the stand-in is written to `standin_dir` if
-    absent or written by another handmesh (another STANDIN_VERSION). An explicit folder holding an outdated stand-in
-    is an error (it is the user's copy: `handmesh standin --out DIR` renews it), except `standin_dir` itself, which
-    handmesh owns and renews. Accepts the folder of the files, or the unpacked `mano_v1_2` folder (its `models/`).
-    """
+) -> tuple[ManoSource, str | None]:
+    """Where the hand model is, or would be: (source, None) when its files are ready; (the stand-in's source in
+    `standin_dir`, why it must be written first: "absent", "unreadable" or "written by another handmesh ...") when
+    no MANO is found and that folder holds no current stand-in. Reads files, writes none (`resolve_mano_dir`)."""
     explicit, reason = (mano_dir, "--mano-dir") if mano_dir else (os.environ.get(MANO_DIR_ENV), f"${MANO_DIR_ENV}")
     standin = Path(standin_dir)
     if explicit:
@@ -342,9 +328,29 @@ def resolve_mano_dir(
     if (directory / FILE_NAMES["right"]).is_file():
         return _checked_source(directory, standin, "found in the default folder")
     current, why = _standin_is_current(standin)
-    if not current:
-        _write_default_standin(standin, why)
-    return ManoSource(standin, True, f"no MANO in {directory.absolute()}")
+    return ManoSource(standin, True, f"no MANO in {directory.absolute()}"), None if current else why
+
+
+def resolve_mano_dir(
+    mano_dir: str | os.PathLike | None = None,
+    default_dir: str | os.PathLike = DEFAULT_MANO_DIR,
+    standin_dir: str | os.PathLike = DEFAULT_STANDIN_DIR,
+) -> ManoSource:
+    """Find the MANO folder: `mano_dir`, else $HANDMESH_MANO_DIR, else `default_dir`, else the stand-in written in
+    `standin_dir`. Writes nothing: `handmesh standin` (or `handmesh.standin.ensure_standin`) writes the stand-in.
+
+    An explicit folder (argument or environment) must hold MANO_RIGHT.pkl: a wrong path is an error, never a silent
+    fallback. A stand-in written by another handmesh (another STANDIN_VERSION) is an error too. Accepts the folder
+    of the files, or the unpacked `mano_v1_2` folder (its `models/`).
+    """
+    source, missing = locate_mano_dir(mano_dir, default_dir, standin_dir)
+    if missing is not None:
+        raise ManoFileError(
+            f"no MANO found ({source.reason}) and no usable stand-in in {source.directory.absolute()} ({missing}): "
+            f"expected MANO_RIGHT.pkl in one of them. Run `handmesh standin` to write the stand-in there, or pass "
+            f"mano_dir (--mano-dir, ${MANO_DIR_ENV}) naming MANO's folder. {HOW_TO_GET_MANO}"
+        )
+    return source
 
 
 def _models_folder(directory: Path) -> Path:

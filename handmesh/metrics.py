@@ -1,4 +1,4 @@
-"""The official FreiHAND measures, batched in torch, and a torchmetrics `Metric` that accumulates them exactly.
+"""The official FreiHAND measures, batched in torch, and their exact accumulation over batches (`ScoreTotals`).
 
 Protocol (docs/evaluation.md), per sample:
 - unaligned errors: Euclidean distance per keypoint / vertex in the camera frame (no root centring);
@@ -11,7 +11,7 @@ Aggregation: errors averaged per keypoint over samples, then over keypoints; AUC
 from 0 to 50 mm) per keypoint, normalised to [0, 1], averaged over keypoints; F-scores averaged over samples.
 
 All maths runs in float64 on the inputs' device whatever the autocast (`geometry.in_float32`), torch's ops on one CPU
-thread (`FreiHANDMetric.update`: many small ops lose more to thread synchronisation than they gain); the F-scores'
+thread (`ScoreTotals.update`: many small ops lose more to thread synchronisation than they gain); the F-scores'
 exact nearest-neighbour search is a numba kernel on the CPU that splits the samples over the caller's torch thread
 count (`handmesh.fscore`).
 `handmesh/metrics_reference.py` is the slow per-sample numpy/scipy version of the official loop; the tests check that
@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 
 from handmesh.fscore import F_THRESHOLDS_M, f_scores
 from handmesh.geometry import in_float32
@@ -101,7 +100,7 @@ def pck_auc(errors: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 @dataclass(frozen=True)
 class SampleErrors:
-    """Per-sample errors of one batch: what `FreiHANDMetric` accumulates and `handmesh evaluate` lists; float64."""
+    """Per-sample errors of one batch: what `ScoreTotals` accumulates and `handmesh evaluate` lists; float64."""
 
     joint: torch.Tensor  # (B, 21) metres, unaligned keypoint errors in the camera frame
     joint_pa: torch.Tensor  # (B, 21) metres, after Procrustes on the joints
@@ -193,55 +192,64 @@ class PCKCurves:
     verts_pa: torch.Tensor | None  # (100,)
 
 
-class FreiHANDMetric(Metric):
-    """Accumulates the official FreiHAND measures; every state is a sum, so a DDP sync is exact and memory is O(1)
-    in the number of samples (unless `keep_per_sample`, which also keeps a (N, 8) table of `PER_SAMPLE_KEYS`).
+@dataclass
+class ScoreTotals:
+    """Sums over samples of everything the official scores need. Every field is a sum, so the totals of parts add up
+    to those of the whole exactly (what a DDP sync does), and memory is O(1) in the number of samples.
 
-    metric.update(pred_keypoints (B, 21, 3), pred_vertices (B, 778, 3), gt_keypoints (B, 21, 3),
-    gt_vertices (B, 778, 3)), all metres in the camera frame; metric.compute() -> FreiHANDScores.
+    totals.update(pred_keypoints (B, 21, 3), pred_vertices (B, V, 3), gt_keypoints (B, 21, 3),
+    gt_vertices (B, 778, 3)), metres, camera frame; totals.scores() -> FreiHANDScores; totals.curves() -> PCKCurves.
     """
 
-    is_differentiable = False
-    higher_is_better = None
-    full_state_update = False
+    joint_error_sum: torch.Tensor  # (21,) float64 metres, unaligned keypoint errors summed over samples
+    joint_pck: torch.Tensor  # (21, PCK_STEPS) int64: samples with error <= each threshold
+    joint_pa_error_sum: torch.Tensor  # (21,) after Procrustes
+    joint_pa_pck: torch.Tensor  # (21, PCK_STEPS)
+    vertex_error_sum: torch.Tensor  # (V,) float64 metres
+    vertex_pck: torch.Tensor  # (V, PCK_STEPS)
+    vertex_pa_error_sum: torch.Tensor  # (V,)
+    vertex_pa_pck: torch.Tensor  # (V, PCK_STEPS)
+    f_sum: torch.Tensor  # (2,) float64: F@5mm, F@15mm of the raw vertices
+    f_pa_sum: torch.Tensor  # (2,) of the aligned vertices
+    count: torch.Tensor  # () int64 samples
+    vertex_count: torch.Tensor  # () int64 samples with vertex correspondence
 
-    def __init__(self, num_vertices: int = NUM_VERTICES, keep_per_sample: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_vertices = num_vertices
-        self.keep_per_sample = keep_per_sample
-        for name, size in (("joint", NUM_KEYPOINTS), ("joint_pa", NUM_KEYPOINTS),
-                           ("vertex", num_vertices), ("vertex_pa", num_vertices)):
-            self.add_state(f"{name}_error_sum", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")  # m
-            self.add_state(f"{name}_pck", torch.zeros(size, PCK_STEPS, dtype=torch.int64), dist_reduce_fx="sum")
-        self.add_state("f_sum", torch.zeros(len(F_THRESHOLDS_M), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("f_pa_sum", torch.zeros(len(F_THRESHOLDS_M), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-        self.add_state("vertex_count", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-        if keep_per_sample:
-            self.add_state("per_sample_rows", [], dist_reduce_fx="cat")  # (B, 8) float64 per update
+    @classmethod
+    def zeros(cls, num_vertices: int = NUM_VERTICES, device: torch.device | str | None = None) -> ScoreTotals:
+        sizes = {"joint": NUM_KEYPOINTS, "joint_pa": NUM_KEYPOINTS, "vertex": num_vertices, "vertex_pa": num_vertices}
+        values = {}
+        for name, size in sizes.items():
+            values[f"{name}_error_sum"] = torch.zeros(size, dtype=torch.float64, device=device)
+            values[f"{name}_pck"] = torch.zeros(size, PCK_STEPS, dtype=torch.int64, device=device)
+        f_zeros = lambda: torch.zeros(len(F_THRESHOLDS_M), dtype=torch.float64, device=device)  # noqa: E731
+        count_zero = lambda: torch.zeros((), dtype=torch.int64, device=device)  # noqa: E731
+        return cls(**values, f_sum=f_zeros(), f_pa_sum=f_zeros(), count=count_zero(), vertex_count=count_zero())
 
     def update(self, pred_keypoints: torch.Tensor, pred_vertices: torch.Tensor, gt_keypoints: torch.Tensor,
-               gt_vertices: torch.Tensor) -> None:
-        if gt_vertices.shape[1:] != (self.num_vertices, 3):
-            raise ValueError(f"gt_vertices: expected (B, {self.num_vertices}, 3), found {tuple(gt_vertices.shape)}")
+               gt_vertices: torch.Tensor) -> SampleErrors:
+        """Adds one batch's errors (in place) and returns them."""
+        if gt_vertices.shape[1:] != (self.vertex_error_sum.shape[0], 3):
+            raise ValueError(f"gt_vertices: expected (B, {self.vertex_error_sum.shape[0]}, 3), found "
+                             f"{tuple(gt_vertices.shape)}")
         threads = torch.get_num_threads()  # the F-scores' search runs samples in parallel on the caller's threads
         with torch_threads(1):  # small batched ops lose more to thread sync than they gain (docs/results.md)
-            self._update(sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices, threads))
+            errors = sample_errors(pred_keypoints, pred_vertices, gt_keypoints, gt_vertices, threads)
+            self.add(errors)
+        return errors
 
-    def _update(self, errors: SampleErrors) -> None:
+    def add(self, errors: SampleErrors) -> None:
+        """Adds per-sample errors in place (the tensors stay the same objects, so a Metric's states follow)."""
         thresholds = pck_thresholds(self.count.device)
         pairs = [("joint", errors.joint), ("joint_pa", errors.joint_pa)]
         if errors.vertex is not None:
             pairs += [("vertex", errors.vertex), ("vertex_pa", errors.vertex_pa)]
             self.vertex_count += errors.vertex.shape[0]
         for name, values in pairs:
-            setattr(self, f"{name}_error_sum", getattr(self, f"{name}_error_sum") + values.sum(0))
-            setattr(self, f"{name}_pck", getattr(self, f"{name}_pck") + pck_counts(values, thresholds))
+            getattr(self, f"{name}_error_sum").add_(values.sum(0))
+            getattr(self, f"{name}_pck").add_(pck_counts(values, thresholds))
         self.f_sum += errors.f.sum(0)
         self.f_pa_sum += errors.f_pa.sum(0)
         self.count += errors.joint.shape[0]
-        if self.keep_per_sample:
-            self.per_sample_rows.append(torch.stack(list(errors.per_sample().values()), dim=1))
 
     def _vertices_defined(self) -> bool:
         count, vertex_count = int(self.count), int(self.vertex_count)
@@ -250,10 +258,10 @@ class FreiHANDMetric(Metric):
                              "with and without it; keep one kind of predicted mesh per metric")
         return vertex_count > 0
 
-    def compute(self) -> FreiHANDScores:
+    def scores(self) -> FreiHANDScores:
         count = int(self.count)
         if count == 0:
-            raise ValueError("FreiHANDMetric.compute(): no samples; call update() first")
+            raise ValueError("no samples to score; call update() first")
         thresholds = pck_thresholds(self.count.device)
 
         def mean_mm(name: str) -> float:  # per keypoint over samples, then over keypoints
@@ -280,11 +288,3 @@ class FreiHANDMetric(Metric):
         verts = self._vertices_defined()
         return PCKCurves(thresholds * 1000.0, curve["joint"], curve["joint_pa"],
                          curve["vertex"] if verts else None, curve["vertex_pa"] if verts else None)
-
-    def per_sample(self) -> dict[str, torch.Tensor]:
-        """PER_SAMPLE_KEYS -> (N,) float64 in update order (needs keep_per_sample=True)."""
-        if not self.keep_per_sample:
-            raise ValueError("FreiHANDMetric.per_sample() needs FreiHANDMetric(keep_per_sample=True)")
-        rows = self.per_sample_rows
-        table = torch.cat(rows) if isinstance(rows, list) else rows  # a list before a sync, one tensor after
-        return dict(zip(PER_SAMPLE_KEYS, table.unbind(1)))

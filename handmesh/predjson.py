@@ -2,8 +2,9 @@
 
 `pred.json` = `[xyz_list, verts_list]`: N x 21 x 3 keypoints and N x 778 x 3 vertices, metres, camera frame, in
 evaluation-set order (docs/evaluation.md). Ground truth: `ROOT/evaluation_xyz.json` and
-`ROOT/evaluation_verts.json` in a FreiHAND_pub_v2 folder. Every problem a user can cause is a `HandmeshError` that
-says what was expected, what was found and what to do.
+`ROOT/evaluation_verts.json` in a FreiHAND_pub_v2 folder. `pred.json.meta.json` beside a pred.json (the official
+format has no room for it) says which hand model and checkpoint made it and when. Every problem a user can cause is a
+`HandmeshError` that says what was expected, what was found and what to do.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _NUMBER_BYTES = b"0123456789.eE+-"  # what a JSON number is made of
 _BLANK_BYTES = b" \t\n\r"
 _BRACKETS_TO_BLANKS = bytes.maketrans(b"[]", b"  ")
 SCALE_CHECK_SAMPLES = 500  # the unit check's medians look at this many evenly spaced samples
+META_SUFFIX = ".meta.json"  # pred.json -> pred.json.meta.json
 
 
 def _read_bytes(path: Path, error: type[HandmeshError], what: str) -> bytes:
@@ -208,6 +210,28 @@ def write_pred_json(path: str | os.PathLike, xyz, verts) -> Path:
     return path
 
 
+def pred_meta_path(path: str | os.PathLike) -> Path:
+    """The sidecar of a prediction file: `pred.json` -> `pred.json.meta.json`."""
+    path = Path(path)
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def write_pred_meta(path: str | os.PathLike, meta: dict) -> Path:
+    """Write pred.json's sidecar (JSON object: hand_model, is_standin, checkpoint, written, ...) atomically."""
+    sidecar = pred_meta_path(path)
+    write_bytes_atomic(sidecar, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    return sidecar
+
+
+def read_pred_meta(path: str | os.PathLike) -> dict | None:
+    """pred.json's sidecar as a dict, or None when there is none (or it is not a JSON object)."""
+    try:
+        meta = orjson.loads(pred_meta_path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def _to_numpy(array) -> np.ndarray:
     """numpy or torch -> C-contiguous float32/float64 numpy (what orjson serialises)."""
     if hasattr(array, "detach"):  # a torch tensor
@@ -216,7 +240,6 @@ def _to_numpy(array) -> np.ndarray:
     return np.ascontiguousarray(array if array.dtype in (np.float32, np.float64) else array.astype(np.float64))
 
 
-write_atomic = write_bytes_atomic  # handmesh.quickstart's import; remove once it imports handmesh.atomic
 
 
 def read_eval_ground_truth(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

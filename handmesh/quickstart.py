@@ -2,7 +2,7 @@
 
     python -m handmesh.quickstart [--out runs/quickstart] [--data-root data/synthetic_freihand] [--train N] [--eval M]
 
-1. MANO from --mano-dir / $HANDMESH_MANO_DIR / data/mano, else the stand-in (written when absent);
+1. MANO from --mano-dir / $HANDMESH_MANO_DIR / data/mano, else the stand-in (written when absent, and said so);
 2. a synthetic FreiHAND-format set (rendered once, reused after);
 3. `handmesh fit --config configs/quickstart.yaml` (resumed if a previous run was interrupted);
 4. the evaluation split predicted (`pred.json`) and scored with the official measures (`scores.json`), and the same
@@ -20,18 +20,19 @@ import numpy as np
 import orjson
 import torch
 
+from handmesh.atomic import write_bytes_atomic
 from handmesh.baselines import mean_pose_predictions
-from handmesh.commands.evaluate import evaluate, score_arrays
-from handmesh.commands.lightning import run_lightning
-from handmesh.commands.predict import predict_split
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.data.synth import ViewRange, synthesize
 from handmesh.errors import HandmeshError, message
 from handmesh.inference import Predictor
-from handmesh.mano_file import resolve_mano_dir
 from handmesh.overlays import write_overlays
 from handmesh.paths import repo_path
-from handmesh.predjson import read_eval_ground_truth, write_atomic, write_pred_json
+from handmesh.prediction import write_predictions
+from handmesh.predjson import read_eval_ground_truth
+from handmesh.scoring import evaluate, score_arrays
+from handmesh.standin import ensure_standin
+from handmesh.training import run_lightning
 
 GOAL_RATIO = 0.75  # PA-MPJPE at most this share of the mean-pose baseline's
 # The quick start's synthetic set shows mostly palms (back of the hand in 20 % of the images, not 50 %) with the
@@ -103,29 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         torch.set_num_threads(max(1, torch.get_num_threads()))
-        source = resolve_mano_dir(args.mano_dir)
+        source = ensure_standin(args.mano_dir, command="quickstart")
         print(source.describe())
         data = synthesize(source.directory, args.data_root, args.train, args.eval, seed=args.seed,
                           views=QUICKSTART_VIEWS)
         best = train(args.config, args.data_root, args.out, source.directory, args.fit_args, may_resume=data.reused)
         model_path = args.out / "model.ckpt"
-        write_atomic(model_path, best.read_bytes())
+        write_bytes_atomic(model_path, best.read_bytes())
         predictor = Predictor.from_checkpoint(model_path, mano_dir=source.directory)
         print(predictor.description)
         evaluation = FreiHANDDataset(args.data_root, split="evaluation", input_size=predictor.input_size)
-        keypoints, vertices = predict_split(predictor, evaluation, batch_size=32, num_workers=0)
-        write_pred_json(args.out / "pred.json", keypoints, vertices)
+        vertices = write_predictions(predictor, args.data_root, args.out / "pred.json", model_path, batch_size=32,
+                                     num_workers=0).vertices  # replaces an earlier run's pred.json, as meant
         model_scores = evaluate(args.data_root, args.out / "pred.json", args.out, progress=False).scores.as_dict()
         xyz_gt, verts_gt = read_eval_ground_truth(args.data_root)
         training = FreiHANDDataset(args.data_root, split="training", subset="train", progress=False)
         base_xyz, base_verts = mean_pose_predictions(source.directory, training.arrays["mano"], xyz_gt)
         baseline_scores = score_arrays(xyz_gt, verts_gt, base_xyz, base_verts, progress=False).scores.as_dict()
-        write_atomic(args.out / "mean_pose_scores.json", orjson.dumps(baseline_scores, option=orjson.OPT_INDENT_2))
+        baseline_json = orjson.dumps(baseline_scores, option=orjson.OPT_INDENT_2)
+        write_bytes_atomic(args.out / "mean_pose_scores.json", baseline_json)
         written = write_overlays(predictor, evaluation, vertices, args.out / "overlays", args.overlays)
         ratio = print_table(model_scores, baseline_scores, source.is_standin)
         summary = {"pa_mpjpe_ratio_to_mean_pose": ratio, "goal_ratio": GOAL_RATIO, "synthetic_data": True,
                    "hand_model": source.describe(), "checkpoint": str(model_path)}
-        write_atomic(args.out / "summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        write_bytes_atomic(args.out / "summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(f"\nwrote {model_path}, {args.out / 'scores.json'}, {args.out / 'mean_pose_scores.json'}, "
               f"{args.out / 'pred.json'} and {len(written)} overlays in {args.out / 'overlays'}")
     except HandmeshError as error:

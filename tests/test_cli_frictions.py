@@ -54,12 +54,12 @@ def test_an_unknown_pose_is_one_line(tmp_path, capsys):
     assert "flat, fist, pinch, point, random" in err and not (tmp_path / "h.png").exists()
 
 
-def test_the_stand_in_notice_is_one_short_line_and_verbose_adds_how_to_get_mano(tmp_path, monkeypatch):
+def test_the_stand_in_notice_is_one_short_line_and_verbose_adds_how_to_get_mano(standin_dir, tmp_path, monkeypatch):
     from handmesh.cli_values import VERBOSE_ENV
     from handmesh.mano_file import HOW_TO_GET_MANO, resolve_mano_dir
 
     monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
-    source = resolve_mano_dir(None, default_dir=tmp_path / "no_mano", standin_dir=tmp_path / "standin")
+    source = resolve_mano_dir(None, default_dir=tmp_path / "no_mano", standin_dir=standin_dir)
     monkeypatch.setenv(VERBOSE_ENV, "0")  # restored (unset) after the test
     short = source.describe()
     assert "STAND-IN" in short and str(tmp_path / "no_mano") in short and "-v" in short

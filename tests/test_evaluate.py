@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,12 @@ from handmesh import metrics_reference as reference
 from handmesh.cli import main
 from handmesh.errors import PredictionFileError
 from handmesh.metrics import PER_SAMPLE_KEYS, SCORE_KEYS
-from handmesh.predjson import _regular_arrays, read_pred_json, write_pred_json
+from handmesh.predjson import _regular_arrays, read_pred_json, write_pred_json, write_pred_meta
+from handmesh.scoring import evaluate as evaluate_files, pck_plot_png, provenance
 
 torch.set_num_threads(1)
 NUM = 5
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_arrays(seed: int = 0):
@@ -191,3 +196,32 @@ def test_unavailable_device_is_a_clear_error(folder, tmp_path, capsys):
     argv = ["evaluate", "--gt", str(root), "--pred", str(pred), "--out", str(tmp_path / "o"), "--device", "tpu9"]
     assert main(argv) == 2
     assert "--device" in capsys.readouterr().err
+
+
+def test_scoring_imports_no_torchmetrics_torchvision_or_lightning(folder, tmp_path):
+    """`handmesh evaluate` loads only what scoring needs: the pure measures, not the training metric's libraries."""
+    root, (_, _, pred_xyz, pred_verts) = folder
+    pred = write_raw(tmp_path / "pred.json", [pred_xyz.tolist(), pred_verts.tolist()])
+    argv = ["evaluate", "--gt", str(root), "--pred", str(pred), "--out", str(tmp_path / "o")]
+    code = ("import sys; from handmesh.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "heavy = {'torchmetrics', 'torchvision', 'pytorch_lightning', 'lightning', 'lightning_fabric', 'timm'}\n"
+            "print('LOADED', rc, sorted({name.split('.')[0] for name in sys.modules} & heavy))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "LOADED 0 []", done.stdout[-500:] + done.stderr[-2000:]
+
+
+def test_the_plot_caption_names_the_stand_in_from_the_sidecar(folder, tmp_path):
+    root, (_, _, pred_xyz, pred_verts) = folder
+    pred = write_raw(tmp_path / "pred.json", [pred_xyz.tolist(), pred_verts.tolist()])
+    assert provenance(pred) is None  # no sidecar: no claim either way
+    write_pred_meta(pred, {"is_standin": True, "checkpoint": "/runs/x/model.ckpt"})
+    assert "STAND-IN" in provenance(pred) and "model.ckpt" in provenance(pred)
+    result = evaluate_files(root, pred, tmp_path / "out", progress=False)
+    curves, scores = result.curves, result.scores
+    with_caption = (tmp_path / "out" / "pck_curves.png").read_bytes()
+    assert with_caption == pck_plot_png(curves, scores, provenance(pred)) != pck_plot_png(curves, scores)
+    write_pred_meta(pred, {"is_standin": False, "checkpoint": "/runs/x/model.ckpt"})
+    assert "MANO" in provenance(pred) and "STAND-IN" not in provenance(pred)

@@ -16,6 +16,7 @@ from handmesh.geometry import axis_angle_to_rotmat
 from handmesh.joints import FINGERTIP_VERTEX_IDS, FREIHAND_FROM_MANO, MANO_PARENTS
 from handmesh.mano import ManoLayer
 from handmesh.mano_file import STANDIN_VERSION, STANDIN_VERSION_KEY, load_mano_file, resolve_mano_dir
+from handmesh.standin import ensure_standin
 
 RNG = np.random.default_rng(0)
 
@@ -252,37 +253,75 @@ def _age_standin(directory, version: int | None) -> None:
         (directory / name).write_bytes(pickle.dumps(data, protocol=2))
 
 
-def test_outdated_standin_in_its_own_folder_is_regenerated(standin_dir, tmp_path, monkeypatch, capsys):
+def _copy_standin(source, target):
+    target.mkdir()
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+def test_resolving_writes_nothing_and_says_how_to_write_the_standin(tmp_path, monkeypatch):
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    with pytest.raises(ManoFileError, match=r"no usable stand-in in .*standin \(absent\).*Run `handmesh standin`"):
+        resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=tmp_path / "standin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lightning_module_without_mano_is_a_clear_error(tmp_path, monkeypatch):
+    """A library user building HandMeshModule where there is no MANO and no stand-in is told what to run."""
+    from handmesh import mano_file
+    from handmesh.lit_module import HandMeshModule
+
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    monkeypatch.setattr(mano_file.resolve_mano_dir, "__defaults__", (None, tmp_path / "mano", tmp_path / "standin"))
+    with pytest.raises(ManoFileError, match="Run `handmesh standin`.*mano_dir"):
+        HandMeshModule(encoder="fastvit_t8", input_size=64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ensure_standin_writes_it_once_and_says_so(standin_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
     standin = tmp_path / "standin"
-    standin.mkdir()
-    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
-        (standin / name).write_bytes((standin_dir / name).read_bytes())
-    source = resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin)
-    assert source.is_standin and "regenerating" not in capsys.readouterr().err  # current: used as it is
-    _age_standin(standin, None)
-    source = resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin)
-    message = capsys.readouterr().err
-    assert source.directory == standin and message.count("regenerating") == 1  # one line (and a progress bar)
-    line = next(line for line in message.splitlines() if "regenerating" in line)
-    assert "regenerating the stand-in" in line and "version 1" in line
+    source = ensure_standin(default_dir=tmp_path / "mano", standin_dir=standin, command="test")
+    assert source.directory == standin and source.is_standin
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"test: wrote the stand-in hand model (version {STANDIN_VERSION}; not MANO) in "
+                                f"{standin.absolute()}"]
     for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
         assert (standin / name).read_bytes() == (standin_dir / name).read_bytes()
-    assert load_mano_file(standin / "MANO_RIGHT.pkl").standin_version == STANDIN_VERSION
+    assert ensure_standin(default_dir=tmp_path / "mano", standin_dir=standin) == source
+    assert capsys.readouterr().err == ""  # current: used as it is, silently
+
+
+def test_outdated_standin_in_its_own_folder_is_renewed_by_ensure_standin_only(standin_dir, tmp_path, monkeypatch,
+                                                                              capsys):
+    monkeypatch.delenv("HANDMESH_MANO_DIR", raising=False)
+    standin = _copy_standin(standin_dir, tmp_path / "standin")
+    assert resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin).is_standin
+    _age_standin(standin, None)
+    aged = (standin / "MANO_RIGHT.pkl").read_bytes()
+    with pytest.raises(ManoFileError, match="stand-in version 1.*handmesh standin"):
+        resolve_mano_dir(default_dir=tmp_path / "mano", standin_dir=standin)
+    assert (standin / "MANO_RIGHT.pkl").read_bytes() == aged  # resolving wrote nothing
+    capsys.readouterr()
+    source = ensure_standin(default_dir=tmp_path / "mano", standin_dir=standin, command="test")
+    lines = capsys.readouterr().err.splitlines()
+    assert source.directory == standin and len(lines) == 1
+    assert lines[0].startswith("test: renewed") and "version 1" in lines[0] and str(standin.absolute()) in lines[0]
+    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
+        assert (standin / name).read_bytes() == (standin_dir / name).read_bytes()
     _age_standin(standin, STANDIN_VERSION + 1)  # a newer handmesh's is replaced too: this one reads its own
-    resolve_mano_dir(standin, default_dir=tmp_path / "mano", standin_dir=standin)
+    ensure_standin(standin, default_dir=tmp_path / "mano", standin_dir=standin)
     assert load_mano_file(standin / "MANO_RIGHT.pkl").standin_version == STANDIN_VERSION
 
 
 def test_outdated_standin_given_explicitly_is_refused_with_the_command_to_renew_it(standin_dir, tmp_path):
-    copy = tmp_path / "my_standin"
-    copy.mkdir()
-    for name in ("MANO_RIGHT.pkl", "MANO_LEFT.pkl"):
-        (copy / name).write_bytes((standin_dir / name).read_bytes())
+    copy = _copy_standin(standin_dir, tmp_path / "my_standin")
     _age_standin(copy, None)
     before = (copy / "MANO_RIGHT.pkl").read_bytes()
-    with pytest.raises(ManoFileError, match=f"stand-in version 1.*handmesh standin --out {copy}"):
-        resolve_mano_dir(copy, standin_dir=tmp_path / "standin")
+    for find in (resolve_mano_dir, ensure_standin):
+        with pytest.raises(ManoFileError, match=f"stand-in version 1.*handmesh standin --out {copy}"):
+            find(copy, standin_dir=tmp_path / "standin")
     assert (copy / "MANO_RIGHT.pkl").read_bytes() == before  # the user's files are left alone
     from handmesh.cli import main
 

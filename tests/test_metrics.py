@@ -8,11 +8,11 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from handmesh import metrics_reference as reference
+from handmesh.freihand_metric import FreiHANDMetric
 from handmesh.fscore import f_score
 from handmesh.metrics import (
     PER_SAMPLE_KEYS,
     SCORE_KEYS,
-    FreiHANDMetric,
     fit_similarity,
     pck_auc,
     per_sample_scores,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from handmesh.cli import main
+from handmesh.predjson import read_pred_json, read_pred_meta
 
 from tiny_synth import tiny_checkpoint, tiny_synthetic_set
 
@@ -83,3 +84,14 @@ def test_an_existing_pred_json_is_replaced_only_with_overwrite(root, checkpoint,
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "earlier work"
     assert main([*args, "--overwrite"]) == 0
     assert out.read_text().startswith("[[[")
+
+
+def test_pred_json_gets_a_sidecar_naming_the_hand_model_and_checkpoint(root, checkpoint, tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data-root", str(root), "--out", str(out),
+                 "--num-workers", "0"]) == 0
+    meta = read_pred_meta(out)
+    assert meta is not None and (tmp_path / "pred.json.meta.json").is_file()
+    assert meta["is_standin"] is True and "STAND-IN" in meta["hand_model"]  # the suite runs on the stand-in
+    assert meta["checkpoint"] == str(Path(checkpoint).absolute()) and meta["samples"] == len(read_pred_json(out)[0])
+    assert meta["written"].startswith("20") and "pred.json.meta.json" in capsys.readouterr().out

@@ -25,7 +25,8 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "stand-in" in printed.lower() and "mean pose baseline" in printed
-    for name in ("model.ckpt", "scores.json", "mean_pose_scores.json", "pred.json", "per_sample.csv"):
+    for name in ("model.ckpt", "scores.json", "mean_pose_scores.json", "pred.json", "pred.json.meta.json",
+                 "per_sample.csv"):
         assert (out / name).is_file(), name
     scores = json.loads((out / "scores.json").read_text())
     baseline = json.loads((out / "mean_pose_scores.json").read_text())
@@ -34,6 +35,8 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert len(list((out / "overlays").glob("*.png"))) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic_data"] is True and "STAND-IN" in summary["hand_model"]
+    meta = json.loads((out / "pred.json.meta.json").read_text())
+    assert meta["is_standin"] is True and meta["checkpoint"] == str(out / "model.ckpt")
 
     # A second run reuses the synthetic set and trains afresh (the first run finished).
     assert main(argv) == 0

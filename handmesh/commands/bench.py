@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         print(speed_table_block(read_records(args.table)))
         return 0
     parts = PARTS if args.what == "all" else (args.what,)
+    if set(parts) - {"eval"}:  # the eval bench writes its own stand-in; the others use the hand model found here
+        from handmesh.standin import ensure_standin
+
+        ensure_standin(command="handmesh bench")
     results: dict[str, dict] = {}
     failed = False
     commit = None

@@ -5,25 +5,18 @@
 
 `--data-root` and `--data.root` are the same option (the second is `handmesh fit`'s spelling).
 
-Each evaluation image is read whole and resized to the network's input size (as in training); the root position comes
-from the predicted weak-perspective camera and the crop's K. Only `evaluation/rgb/` and `evaluation_K.json` are read
-(ground truth, when the folder has it, is ignored). Score the file with `handmesh evaluate`.
+Only `evaluation/rgb/` and `evaluation_K.json` are read (ground truth, when the folder has it, is ignored); beside the
+file, `pred.json.meta.json` names the hand model and checkpoint (`handmesh.prediction`). Score the file with
+`handmesh evaluate`.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from handmesh.cli_values import ENGINES, check_can_write, checkpoint_file
 from handmesh.errors import HandmeshError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from handmesh.data.freihand import FreiHANDDataset
-    from handmesh.inference import Predictor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,38 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="auto: ONNX Runtime on the CPU when it works")
 
 
-def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: int,
-                  num_workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 21, 3) keypoints and (N, 778, 3) vertices, metres, camera frame, in dataset order."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from handmesh.data.datamodule import freihand_loader
-
-    loader = freihand_loader(dataset, batch_size, num_workers)  # in order, as validation reads it
-    keypoints, vertices = [], []
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=None):  # no bar when stderr is not a terminal
-        prediction = predictor.predict_images(batch["image"], batch["K"])
-        keypoints.append(prediction.keypoints_3d)
-        vertices.append(prediction.vertices)
-    return np.concatenate(keypoints), np.concatenate(vertices)
-
-
 def run(args: argparse.Namespace) -> int:
-    from handmesh.data.freihand import FreiHANDDataset
     from handmesh.inference import Predictor
-    from handmesh.predjson import write_pred_json
+    from handmesh.prediction import write_predictions
 
     if args.batch_size < 1 or args.num_workers < 0:
         raise HandmeshError(f"--batch-size {args.batch_size} / --num-workers {args.num_workers}: expected a batch size "
                             ">= 1 and a worker count >= 0.")
     out = check_can_write(args.out, args.overwrite)
-    predictor = Predictor.from_checkpoint(checkpoint_file(args.checkpoint), mano_dir=args.mano_dir, device=args.device,
-                                          engine=args.engine)
+    checkpoint = checkpoint_file(args.checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, mano_dir=args.mano_dir, device=args.device, engine=args.engine)
     print(predictor.description)
-    dataset = FreiHANDDataset(args.root, split="evaluation", input_size=predictor.input_size, augment=None,
-                              labels=False)  # images and evaluation_K.json, as the official pred.py reads them
-    keypoints, vertices = predict_split(predictor, dataset, args.batch_size, args.num_workers)
-    write_pred_json(out, keypoints, vertices)
-    print(f"wrote {out}: {len(keypoints)} predictions (keypoints and vertices, metres, camera frame)")
+    files = write_predictions(predictor, args.root, out, checkpoint, args.batch_size, args.num_workers)
+    print(f"wrote {files.pred_json}: {len(files.keypoints)} predictions (keypoints and vertices, metres, camera "
+          f"frame), and {files.meta.name} beside it (hand model, checkpoint, date)")
     return 0

@@ -50,12 +50,12 @@ def render_hand(mano_dir: Path, pose: str, side: str, size: int, seed: int = 0) 
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from handmesh.mano_file import resolve_mano_dir
     from handmesh.poses import POSE_NAMES
+    from handmesh.standin import ensure_standin
 
     if args.pose not in POSE_NAMES:
         raise HandmeshError(f"--pose {args.pose!r}: expected one of {', '.join(POSE_NAMES)}.")
-    source = resolve_mano_dir(args.mano_dir)
+    source = ensure_standin(args.mano_dir, command="handmesh render-hand")
     print(source.describe())
     image = render_hand(source.directory, args.pose, args.side, args.size, args.seed)
     label = f"{args.side} hand, {args.pose}" + (" - STAND-IN model, not MANO" if source.is_standin else "")

@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from handmesh.demo.app import default_threads
 
     torch.set_num_threads(args.threads or default_threads())
+    from handmesh.standin import ensure_standin
+
+    ensure_standin(args.mano_dir, command="handmesh serve")
     predictor = load_engine(args.checkpoint, args.mano_dir, args.engine)
     print(f"handmesh serve: model: {predictor.description}", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="handmesh-serve-"))

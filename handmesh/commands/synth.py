@@ -48,12 +48,13 @@ def _replaced_settings(out: Path, requested: dict, is_standin: bool, sha1: str) 
 
 def run(args: argparse.Namespace) -> int:
     from handmesh.data.synth import ViewRange, synthesize
-    from handmesh.mano_file import FILE_NAMES, resolve_mano_dir
+    from handmesh.mano_file import FILE_NAMES
+    from handmesh.standin import ensure_standin
 
     given = {"back_fraction": args.back_fraction, "max_roll_deg": args.max_roll}
     views = ViewRange(**{name: value for name, value in given.items() if value is not None})
+    source = ensure_standin(args.mano_dir, command="handmesh synth")
     if not args.overwrite:
-        source = resolve_mano_dir(args.mano_dir)
         sha1 = hashlib.sha1((source.directory / FILE_NAMES["right"]).read_bytes()).hexdigest()
         requested = {"seed": args.seed, "n_train": args.train, "n_eval": args.eval, "views": dataclasses.asdict(views)}
         changed = _replaced_settings(Path(args.out), requested, source.is_standin, sha1)

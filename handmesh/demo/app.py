@@ -338,6 +338,9 @@ def run_demo(args: argparse.Namespace, predictor=None) -> DemoStats:
 
 
 def run(args: argparse.Namespace) -> int:
+    from handmesh.standin import ensure_standin
+
+    ensure_standin(args.mano_dir, command="handmesh demo")  # without MANO, the demo writes the stand-in and says so
     run_demo(args)
     return 0
 

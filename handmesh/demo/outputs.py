@@ -114,12 +114,13 @@ class VideoRecorder:
         self.frames += 1
 
     def close(self) -> Path | None:
-        """Finalise: the finished video's path, or None (and no file) when no frame was written."""
+        """Finalise: the finished video's path, or None (and no file) when no frame was written. Idempotent."""
         self._writer.release()
         if self.frames == 0:
             self._partial.unlink(missing_ok=True)
             return None
-        os.replace(self._partial, self.path)
+        if self._partial.exists():
+            os.replace(self._partial, self.path)
         return self.path
 
 

@@ -19,12 +19,11 @@ from handmesh.demo.capture import VideoSource
 from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import DETECTORS, make_detector, mediapipe_available
 from handmesh.demo.hud import RateMeter
-from handmesh.demo.outputs import MeshSaver
+from handmesh.demo.outputs import MeshSaver, VideoRecorder
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Pipeline
 from handmesh.errors import HandmeshError
 from handmesh.serve.files import (
     UploadError,
-    WebmRecorder,
     check_video,
     decode_image,
     mano_parameters,
@@ -174,7 +173,7 @@ class Server:
         reconstructor = HandReconstructor(self.predictor, K, settings)
         limit = int(self.config.max_video_seconds * fps)  # when the container does not say its length
         pipeline = Pipeline(source, hand_finder, reconstructor, lambda: self.gl.renderer(K), settings, max_frames=limit)
-        recorder = WebmRecorder(directory / "overlay.webm", fps, (source.width, source.height))
+        recorder = VideoRecorder(directory / "overlay.webm", fps, (source.width, source.height))
         saver = MeshSaver(directory / "meshes", "obj", K, source.description)
         rates = RateMeter()
         try:

@@ -188,23 +188,3 @@ def zip_folder(folder: Path, path: Path) -> Path:
         for member in sorted(folder.iterdir()):
             archive.write(member, member.name)
     return path
-
-
-class WebmRecorder:
-    """Overlay frames -> a VP8 .webm, which browsers play (the demo's mp4v files they do not)."""
-
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        self.path, self.size, self.frames = path, size, 0
-        # FFmpeg notes that the tag is not WebM's and uses its own; the stream is VP8 either way
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), fps, size)
-        if not self._writer.isOpened():
-            raise HandmeshError("this OpenCV cannot write VP8 .webm video; install opencv-python with FFmpeg")
-
-    def write(self, image: np.ndarray) -> None:
-        """image (H, W, 3) uint8 RGB of the size given at the start."""
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        self.frames += 1
-
-    def close(self) -> Path:
-        self._writer.release()
-        return self.path

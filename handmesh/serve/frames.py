@@ -25,7 +25,7 @@ import numpy as np
 from handmesh.demo.capture import Frame
 from handmesh.demo.crop import HandEstimate, frame_intrinsics
 from handmesh.demo.detect import BoxTracker, make_detector, mediapipe_available
-from handmesh.demo.hud import BOX_COLOUR, TEXT_COLOUR, WARNING_COLOUR, RateMeter, draw_box, draw_text_block
+from handmesh.demo.hud import RateMeter, draw_hud as demo_hud
 from handmesh.demo.overlay import OverlayRenderer, ViewOptions
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Packet
 
@@ -166,16 +166,9 @@ class FrameSession:
 
 
 def draw_hud(packet: Packet, detector, smoothing: bool, rates: RateMeter, status_lines: list[str]) -> np.ndarray:
-    """The packet's image with boxes, rates, state and the model's provenance drawn on it (a copy), as the CLI's."""
-    image = packet.image.copy()
-    tracker = isinstance(detector, BoxTracker)
-    for detection in packet.detections:
-        at_start = tracker and detection.box == detector.start_box and not packet.hands
-        label = "put your hand in the box" if at_start else ("L" if detection.is_left else "R")
-        draw_box(image, detection.box, label, BOX_COLOUR)
+    """The packet's image with the CLI demo's HUD (`handmesh.demo.hud.draw_hud`): boxes, rates, state, provenance."""
     state = [detector.name, "smoothing on" if smoothing else "smoothing off"]
     state.append(f"{len(packet.hands)} hand(s)" if packet.hands else "no hand in view")
-    lines = [(rates.summary(), TEXT_COLOUR), (" | ".join(state), TEXT_COLOUR)]
-    lines += [(status_lines[0], TEXT_COLOUR)] + [(text, WARNING_COLOUR) for text in status_lines[1:]]
-    draw_text_block(image, lines)
-    return image
+    tracker = isinstance(detector, BoxTracker)
+    start_box = detector.start_box if tracker and not packet.hands else None
+    return demo_hud(packet.image, packet.detections, rates, state, status_lines, start_box=start_box)

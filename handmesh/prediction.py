@@ -37,7 +37,7 @@ def predict_split(predictor: Predictor, dataset: FreiHANDDataset, batch_size: in
 
     loader = freihand_loader(dataset, batch_size, num_workers)  # in order, as validation reads it
     keypoints, vertices = [], []
-    for batch in progress_bar(loader, desc="predict", unit="batch", disable=progress is False):
+    for batch in progress_bar(loader, desc="predict", unit="batch", disable=progress is False, delay=2.0):
         prediction = predictor.predict_images(batch["image"], batch["K"])
         keypoints.append(prediction.keypoints_3d)
         vertices.append(prediction.vertices)

@@ -41,7 +41,8 @@ def progress_bar(iterable=None, file=None, **kwargs) -> tqdm:
 
 class LineProgress(tqdm):
     """tqdm that writes whole lines, no redraws: when another `line_fraction` of the total is done, after
-    `every_s` seconds without a line (also when the total is unknown), and once when closed."""
+    `every_s` seconds without a line (also when the total is unknown), and once when closed. Like tqdm, nothing
+    before `delay` seconds (tqdm's argument): a job done sooner writes no line at all."""
 
     def __init__(self, *args, line_fraction: float = LINE_FRACTION, every_s: float = LINE_EVERY_S, **kwargs):
         self._line_fraction, self._every_s = line_fraction, every_s
@@ -51,7 +52,7 @@ class LineProgress(tqdm):
         kwargs.setdefault("mininterval", 0.5)  # how often tqdm asks to display; the lines are rarer
         super().__init__(*args, **kwargs)
         if not self.disable:
-            self._last_line_s = self._time()
+            self._last_line_s = self._started_s = self._time()
         if "bar_format" not in kwargs:
             self.bar_format = _LINE_FORMAT if self.total else _LINE_FORMAT_NO_TOTAL
 
@@ -59,13 +60,16 @@ class LineProgress(tqdm):
         if msg is not None or self._last_line_s is None:  # tqdm clearing the bar, or the call from its __init__
             return False
         now = self._time()
+        if now - self._started_s < self.delay:
+            return True
         fraction = self.n / self.total if self.total else None
         if (fraction is not None and fraction >= self._next_fraction) or now - self._last_line_s >= self._every_s:
             self._write_line(now, fraction)
         return True
 
     def close(self) -> None:
-        if not self.disable and self._last_line_s is not None and self.n != self._last_line_n:
+        if (not self.disable and self._last_line_s is not None and self.n != self._last_line_n
+                and self._time() - self._started_s >= self.delay):
             self._write_line(self._time(), None)
         self.leave = False  # the final line is written: tqdm's own close would only redraw it
         super().close()

@@ -120,3 +120,15 @@ def test_lightning_without_a_progress_bar_stays_silent(tmp_path, capsys):
     _fit(tmp_path, enable_progress_bar=False)
     out = capsys.readouterr().out
     assert "train:" not in out and "validation at step" not in out
+
+
+def test_a_job_shorter_than_delay_writes_nothing():
+    stream = io.StringIO()
+    with progress_bar(total=10, desc="quick", file=stream, delay=3600.0, mininterval=0) as bar:
+        for _ in range(10):
+            bar.update(1)
+    assert stream.getvalue() == ""
+    with progress_bar(total=10, desc="slow", file=stream, delay=0.0, mininterval=0) as bar:
+        for _ in range(10):
+            bar.update(1)
+    assert stream.getvalue().count("\n") >= 1

@@ -17,6 +17,7 @@ import torch
 
 from handmesh.atomic import atomic_path
 from handmesh.errors import CheckpointError
+from handmesh.paths import user_cache_dir
 
 # checkpoint["handmesh"] = {"format": ..., "model_args": HandModelConfig.as_dict(), "mano": {...}}; older checkpoints
 # lack the settings added later (HandModelConfig.from_dict fills them)
@@ -30,11 +31,6 @@ HF_SCHEME = "hf://"
 HUB_FILES = ("config.json", "model.safetensors")  # what `handmesh export --format hub` writes besides the card
 DOWNLOAD_TIMEOUT_S = 60
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http:// is accepted from these only
-
-
-def user_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/handmesh, else ~/.cache/handmesh: downloads and built engines."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handmesh"
 
 
 def is_remote(spec: str | os.PathLike) -> bool:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handmesh.checkpoints import user_cache_dir
 from handmesh.errors import HandmeshError
 from handmesh.export import ONNX_OPSET, PARITY_TOLERANCE_M, export_model, measure_parity, onnx_runner, onnx_session
 from handmesh.models.hand_model import HandModel
+from handmesh.paths import user_cache_dir
 
 FINGERPRINT_CHARS = 16  # hex characters of the fingerprint in the file name
 

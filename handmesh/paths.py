@@ -21,3 +21,8 @@ def here_or_in_repo(path: str | os.PathLike) -> Path:
     if path.is_absolute() or path.exists() or not (REPO_ROOT / path).exists():
         return path.absolute()
     return REPO_ROOT / path
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/handmesh, else ~/.cache/handmesh: downloads, built engines, the commands' help texts."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handmesh"

@@ -75,3 +75,46 @@ def test_dash_v_before_a_command_reaches_its_messages(tmp_path, monkeypatch, cap
     monkeypatch.setenv(VERBOSE_ENV, "0")  # restored (unset) after the test
     assert main(["-v", "render-hand", "--pose", "wave", "--out", str(tmp_path / "h.png")]) == 2
     assert os.environ.get(VERBOSE_ENV) == "1"
+
+
+def test_lightning_help_comes_from_the_cache_the_first_call_filled(tmp_path):
+    """`handmesh fit --help` builds its text once (Lightning, torch); the next call prints the same text from
+    user_cache_dir()/help without importing torch."""
+    code = ("import sys; from handmesh.cli import main\n"
+            "rc = main(['fit', '--help'])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "100"}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    first, second = (done.stdout.strip().rsplit("\n", 1) for done in runs)
+    assert "--trainer.max_steps" in first[0] and first[1] == "TORCH 0", runs[0].stderr[-2000:]
+    assert second == [first[0], "NO-TORCH 0"], runs[1].stderr[-2000:]
+    assert len(list((tmp_path / "cache" / "handmesh" / "help").glob("fit-*.txt"))) == 1
+
+
+def test_help_cache_keys_on_the_command_line_and_the_code(tmp_path, monkeypatch, capsys):
+    from handmesh import help_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "module.py").write_text("x = 1\n")
+    monkeypatch.setattr(help_cache, "PACKAGE", package)
+    builds = []
+
+    def build(text: str, status: int = 0):
+        def printer() -> int:
+            builds.append(text)
+            print(text)
+            return status
+        return printer
+
+    assert help_cache.cached_help("fit", ["--help"], build("fit help")) == 0
+    assert help_cache.cached_help("fit", ["--help"], build("not called")) == 0
+    assert capsys.readouterr().out == "fit help\nfit help\n" and builds == ["fit help"]
+    assert help_cache.cached_help("fit", ["-h"], build("short flag")) == 0  # another command line, its own entry
+    os.utime(package / "module.py", ns=(0, 0))  # the code changed
+    assert help_cache.cached_help("fit", ["--help"], build("new help")) == 0
+    assert help_cache.cached_help("test", ["--help"], build("failed", status=2)) == 2  # not kept
+    assert help_cache.cached_help("test", ["--help"], build("test help")) == 0
+    assert builds == ["fit help", "short flag", "new help", "failed", "test help"]

@@ -47,7 +47,16 @@ def _config_path(path: str) -> str:
 
 
 def run_lightning(name: str, argv: list[str]) -> int:
-    """`handmesh NAME ARGV` for NAME in fit, validate, test: the aliases expanded, then the library's runner."""
-    from handmesh.training import run_lightning as run
+    """`handmesh NAME ARGV` for NAME in fit, validate, test: the aliases expanded, then the library's runner; the bare
+    `--help` from its cache (`handmesh.help_cache`) when it is there."""
+    if argv in (["--help"], ["-h"]):
+        from handmesh.help_cache import cached_help
 
-    return run(name, expand_aliases(argv))
+        return cached_help(name, argv, lambda: _run(name, argv))
+    return _run(name, expand_aliases(argv))
+
+
+def _run(name: str, argv: list[str]) -> int:
+    from handmesh.training import run_lightning
+
+    return run_lightning(name, argv)

@@ -1,0 +1,62 @@
+"""`--help` of the LightningCLI commands, kept once built: building it imports Lightning, torch, timm and every class
+the parser describes (seconds), yet its text depends only on the installed code and the terminal's width.
+
+The text is stored in user_cache_dir()/help/<command>-<key>.txt; the key hashes the command line, the terminal width,
+the Python version, the stat of every handmesh source file and of every site-packages folder (an install, upgrade or
+removal changes the folder's entries) and the environment variables that configure the parser. Any change builds it
+afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import site
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+
+from handmesh.atomic import write_bytes_atomic
+from handmesh.paths import user_cache_dir
+
+PACKAGE = Path(__file__).resolve().parent
+ENV_PREFIXES = ("JSONARGPARSE_", "PL_", "LIGHTNING_", "HANDMESH_")  # variables that can change the parser's text
+
+
+def help_key(argv: list[str]) -> str:
+    """A hex digest of everything the help text of `argv` depends on."""
+    parts = [repr(argv), str(shutil.get_terminal_size().columns), sys.version]
+    for path in sorted(PACKAGE.rglob("*.py")):
+        stat = path.stat()
+        parts.append(f"{path.relative_to(PACKAGE)} {stat.st_mtime_ns} {stat.st_size}")
+    for folder in sorted({*site.getsitepackages(), site.getusersitepackages()}):
+        if os.path.isdir(folder):
+            parts.append(f"{folder} {os.stat(folder).st_mtime_ns}")
+    parts += sorted(f"{name}={value}" for name, value in os.environ.items() if name.startswith(ENV_PREFIXES))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def cached_help(name: str, argv: list[str], build: Callable[[], int]) -> int:
+    """Print `handmesh NAME ARGV`'s help: from the cache when it holds this key, else from `build()` (which prints it
+    and returns the exit status), then kept when the status was 0. -> the exit status."""
+    path = user_cache_dir() / "help" / f"{name}-{help_key([name, *argv])}.txt"
+    try:
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+        return 0
+    except (OSError, UnicodeDecodeError):
+        pass
+    captured = io.StringIO()
+    with redirect_stdout(captured):
+        status = build()
+    text = captured.getvalue()
+    sys.stdout.write(text)
+    if status == 0 and text:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, text.encode("utf-8"), sync=False)
+        except OSError:  # a read-only home: the help was printed, the next one is built again
+            pass
+    return status

@@ -2,8 +2,8 @@
 
 `evaluate(gt_root, pred_path, out_dir)` reads the ground truth and the predictions, scores them (`score_arrays`) and
 writes out_dir/scores.json (the 12 official scores), out_dir/per_sample.csv (one row per sample, in evaluation order)
-and out_dir/pck_curves.png. Only numpy, orjson, torch and the pure measures (`handmesh.metrics`) load here; the plot
-loads matplotlib's Agg canvas when drawn.
+and out_dir/pck_curves.png. The two JSON files are parsed side by side in two forked processes while this one loads
+torch and the pure measures (`handmesh.metrics`); the plot loads matplotlib's Agg canvas when drawn.
 """
 
 from __future__ import annotations
@@ -11,19 +11,28 @@ from __future__ import annotations
 import csv
 import io
 import math
+import multiprocessing
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import orjson
-import torch
 
 from handmesh.atomic import write_bytes_atomic
-from handmesh.errors import PredictionFileError
+from handmesh.errors import HandmeshError, PredictionFileError
 from handmesh.joints import NUM_VERTICES
-from handmesh.metrics import PER_SAMPLE_KEYS, FreiHANDScores, PCKCurves, ScoreTotals
 from handmesh.predjson import read_eval_ground_truth, read_pred_json, read_pred_meta
+
+if TYPE_CHECKING:  # torch and the measures load when scoring starts, after the files have begun parsing
+    import torch
+
+    from handmesh.metrics import FreiHANDScores, PCKCurves
+
+T = TypeVar("T")
 
 BATCH_SIZE = 256  # samples per metric update (memory only)
 OUTPUT_FILES = ("scores.json", "per_sample.csv", "pck_curves.png")
@@ -45,6 +54,10 @@ def score_arrays(xyz_gt: np.ndarray, verts_gt: np.ndarray, xyz_pred: np.ndarray,
                  device: torch.device | str = "cpu", batch_size: int = BATCH_SIZE,
                  progress: bool = True) -> EvaluationResult:
     """(N, 21, 3), (N, 778, 3), (N, 21, 3), (N, V, 3) metres, evaluation order -> scores, curves, per-sample values."""
+    import torch
+
+    from handmesh.metrics import PER_SAMPLE_KEYS, ScoreTotals
+
     if len(xyz_pred) != len(xyz_gt):
         raise PredictionFileError(f"expected {len(xyz_gt)} predictions (one per ground-truth sample, in evaluation "
                                   f"order), found {len(xyz_pred)}; predict the whole evaluation split")
@@ -69,14 +82,55 @@ def evaluate(gt_root: str | os.PathLike, pred_path: str | os.PathLike, out_dir: 
     """Read, score and write OUTPUT_FILES into `out_dir` (atomically); the PNG's caption names the hand model of
     the predictions when pred.json has a sidecar (`predjson.read_pred_meta`)."""
     out_dir = Path(out_dir)
-    xyz_gt, verts_gt = read_eval_ground_truth(gt_root)
-    xyz_pred, verts_pred = read_pred_json(pred_path)
+    device, (xyz_gt, verts_gt), (xyz_pred, verts_pred) = read_while(
+        lambda: _load_scoring(device), (read_eval_ground_truth, gt_root), (read_pred_json, pred_path))
     result = score_arrays(xyz_gt, verts_gt, xyz_pred, verts_pred, device, batch_size, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out_dir / "scores.json", orjson.dumps(result.scores.as_dict(), option=orjson.OPT_INDENT_2))
     write_bytes_atomic(out_dir / "per_sample.csv", per_sample_csv(result.per_sample).encode())
     write_bytes_atomic(out_dir / "pck_curves.png", pck_plot_png(result.curves, result.scores, provenance(pred_path)))
     return result
+
+
+def read_while(meanwhile: Callable[[], T], *reads: tuple[Callable, str | os.PathLike]) -> tuple:
+    """(meanwhile(), reader(path) for each (reader, path) in `reads`): on Linux each read runs in its own forked
+    process while this one runs `meanwhile` (e.g. loading torch), elsewhere one after the other. Errors are raised
+    as the reader raised them, `meanwhile`'s first, then the reads' in order.
+
+    fork is the one start method that needs no importable `__main__` (a user's script without a main guard works);
+    the workers only parse bytes (numpy, orjson), which is safe in a child of a process that has threads, as
+    torch's DataLoader workers are."""
+    if sys.platform != "linux" or len(reads) < 2:
+        value = meanwhile()
+        return (value, *(reader(path) for reader, path in reads))
+    with multiprocessing.get_context("fork").Pool(len(reads)) as pool:  # leaving it stops the workers, on errors too
+        pending = [pool.apply_async(reader, (path,)) for reader, path in reads]
+        value = meanwhile()
+        return (value, *(result.get() for result in pending))
+
+
+def _load_scoring(device: torch.device | str) -> torch.device:
+    """What scoring needs besides the arrays, loaded while they parse: torch and the device, the measures and their
+    numba kernel, the plot's canvas."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+
+    from handmesh.fscore import load_kernel
+
+    load_kernel()
+    return resolve_device(device)
+
+
+def resolve_device(name: torch.device | str) -> torch.device:
+    """--device text (or a device) -> torch.device, refused clearly when unknown or unavailable."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HandmeshError(f"--device: expected cpu or cuda, found {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HandmeshError(f"--device {name}: expected an available CUDA device, found none; use --device cpu")
+    return device
 
 
 def provenance(pred_path: str | os.PathLike) -> str | None:
@@ -89,11 +143,12 @@ def provenance(pred_path: str | os.PathLike) -> str | None:
 
 
 def per_sample_csv(per_sample: dict[str, torch.Tensor]) -> str:
-    """CSV text: `index` then PER_SAMPLE_KEYS (errors in mm, F in [0, 1]; empty where undefined)."""
+    """CSV text: `index` then the columns of `per_sample` (`metrics.PER_SAMPLE_KEYS` in order; errors in mm, F in
+    [0, 1]; empty where undefined)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["index", *PER_SAMPLE_KEYS])
-    columns = [per_sample[key].tolist() for key in PER_SAMPLE_KEYS]
+    writer.writerow(["index", *per_sample])
+    columns = [values.tolist() for values in per_sample.values()]
     for index, row in enumerate(zip(*columns)):
         writer.writerow([index, *("" if math.isnan(value) else f"{value:.6g}" for value in row)])
     return text.getvalue()

@@ -25,25 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per batch (memory only; default: handmesh.scoring.BATCH_SIZE)")
 
 
-def resolve_device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HandmeshError(f"--device: expected cpu or cuda, found {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HandmeshError(f"--device {name}: expected an available CUDA device, found none; use --device cpu")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from handmesh.scoring import BATCH_SIZE, OUTPUT_FILES, evaluate, format_table
 
     batch_size = BATCH_SIZE if args.batch_size is None else args.batch_size
     if batch_size < 1:
         raise HandmeshError(f"--batch-size: expected a positive number, found {batch_size}")
-    result = evaluate(args.gt, args.pred, args.out, resolve_device(args.device), batch_size)
+    result = evaluate(args.gt, args.pred, args.out, args.device, batch_size)
     print(format_table(result.scores, result.num_samples, result.num_vertices))
     print(f"wrote {', '.join(str(args.out / name) for name in OUTPUT_FILES)}")
     return 0

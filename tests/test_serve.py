@@ -1,7 +1,6 @@
 """`handmesh serve` end to end: a real server on 127.0.0.1 (a free port), called with gradio_client and driven in
 Debian's chromium with a fake camera playing a generated clip of the stand-in hand."""
 
-import base64
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from handmesh.demo.synthetic import write_synthetic_clip
 from handmesh.serve.browser import (
     chromium_path,
     fake_camera_page,
+    live_overlay,
     live_status,
     running_server,
     start_live,
@@ -25,6 +25,7 @@ from handmesh.serve.browser import (
     wait_for_frames,
     write_y4m,
 )
+from handmesh.serve.live_page import FRAME_ROUTE, STATUS_HEADER
 
 pytest.importorskip("gradio_client", reason="gradio_client comes with gradio (`pip install -e .`)")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -151,15 +152,6 @@ def test_video_gives_an_overlay_video_and_per_frame_meshes(client, clip):
     assert f"{FRAMES} frames" in summary
 
 
-def decode_src(page, src: str) -> np.ndarray:
-    """An <img> src (data URL or server URL) -> (H, W, 3) BGR."""
-    if src.startswith("data:"):
-        data = base64.b64decode(src.split(",", 1)[1])
-    else:
-        data = page.request.get(src).body()
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-
-
 @pytest.mark.slow
 def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     """Start the webcam stream in the page, see overlays with the mesh arrive, stop; then a page that goes away
@@ -172,7 +164,7 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     with fake_camera_page(camera, server["url"]) as page:
         start_live(page)
         wait_for_frames(page, 3, timeout_ms=40_000)
-        shown = decode_src(page, page.get_attribute("#live-output img", "src"))
+        shown = cv2.imdecode(np.frombuffer(live_overlay(page), np.uint8), cv2.IMREAD_COLOR)
         assert shown.shape == (H, W, 3)
         if os.environ.get(SCREENSHOT_ENV):
             wait_for_frames(page, 20, timeout_ms=60_000)  # the HUD's moving averages past the start-up
@@ -194,8 +186,8 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
                                    " return text.includes('hand(s) found') && text.includes(`drawn: ${view};`); }",
                                    arg=view, timeout=30_000)
     with fake_camera_page(camera, server["url"], allow=False) as page:  # a user who refuses the camera
-        page.click("#live-input >> text=Click to Access Webcam", timeout=60_000)
-        page.wait_for_function("() => document.querySelector('#live-status textarea').value"
+        page.click("#live-start", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#live-status').textContent"
                                ".startsWith('no camera (NotAllowedError)')", timeout=20_000)
     # where the mesh is drawn the overlay differs from every clip frame; the HUD band at the top is left out
     capture = cv2.VideoCapture(str(clip.path))
@@ -203,6 +195,45 @@ def test_live_stream_in_chromium_with_a_fake_camera(server, clip, tmp_path):
     while (read := capture.read())[0]:
         differences.append((np.abs(shown.astype(int) - read[1].astype(int)).max(axis=-1) > 40)[H // 3:].mean())
     assert min(differences) > 0.01
+
+
+def post_frame(url: str, body: bytes, **query) -> tuple[int, bytes, str]:
+    """POST a frame to the Live tab's route as the page does -> (status, body, decoded status header)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = {"session": "test-session-1", "detector": "tracker", "smoothing": "1", "view": "mesh", "max_hands": "1",
+             **query}
+    request = urllib.request.Request(url.rstrip("/") + FRAME_ROUTE + "?" + urllib.parse.urlencode(query), data=body,
+                                     headers={"Content-Type": "image/jpeg"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            status, data, headers = answer.status, answer.read(), answer.headers
+    except urllib.error.HTTPError as error:
+        status, data, headers = error.code, error.read(), error.headers
+    return status, data, urllib.parse.unquote(headers.get(STATUS_HEADER) or "")
+
+
+def test_live_route_answers_frames_one_behind_and_refuses_bad_ones(server, clip):
+    """The Live tab's transport without a browser: JPEG in, the previous frame's overlay out; bad frames, bad
+    controls and a bad session id get a message (400) and the server goes on."""
+    ok, jpeg = cv2.imencode(".jpg", first_frame(clip))
+    status, body, line = post_frame(server["url"], jpeg.tobytes())
+    assert status == 204 and line == "starting"
+    time.sleep(1.0)
+    status, body, line = post_frame(server["url"], jpeg.tobytes())
+    assert status == 200 and line.startswith("frame 1: 1 hand(s), mesh drawn")
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (H, W, 3)
+    status, body, _ = post_frame(server["url"], b"not an image at all")
+    assert status == 400 and b"not an image" in body
+    status, body, _ = post_frame(server["url"], jpeg.tobytes(), view="wireframe")
+    assert status == 400 and b"expected detector in" in body
+    status, body, _ = post_frame(server["url"], jpeg.tobytes(), session="../../etc")
+    assert status == 400 and b"session id" in body
+    status, body, _ = post_frame(server["url"], b"x" * (MAX_UPLOAD_MB * 2**20 + 1))
+    assert status == 413
+    assert post_frame(server["url"], jpeg.tobytes())[0] == 200, "still serving"
 
 
 def test_server_stops_cleanly_and_leaves_nothing_behind(server, client, clip, tmp_path):

@@ -12,9 +12,11 @@ import trimesh
 
 import handmesh.inference  # noqa: F401 - loads timm (and triton's LLVM) before Mesa's: the reverse order segfaults
 from handmesh.demo.synthetic import write_synthetic_clip
+from handmesh.errors import HandmeshError
 from handmesh.serve.files import UploadError, check_video, decode_image, write_keypoints_json, write_meshes
 from handmesh.serve.frames import Controls, FrameSession, GLWorker
-from handmesh.serve.live import LiveStream
+from handmesh.serve.live import LiveAnswer, LiveBusy, LiveSessions, LiveStream
+from handmesh.serve.live_page import parse_controls
 
 torch.set_num_threads(2)
 W, H = 160, 120
@@ -105,6 +107,38 @@ def test_live_stream_answers_each_frame_with_the_previous_one(predictor, frames,
         stream.close()
     assert not [t.name for t in threading.enumerate() if t.name.startswith("demo-")], "the pipeline's threads ended"
     assert not stream.fits(Controls(detector="tracker"), W, H), "a closed stream is not reused"
+
+
+def test_live_sessions_keep_their_limits(predictor, frames, gl):
+    """At most `limit` streams at once (a stopped one frees its slot), each for at most max_seconds."""
+    data = cv2.imencode(".jpg", cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))[1].tobytes()
+    controls = Controls(detector="tracker")
+    sessions = LiveSessions(predictor, gl, ["model"], limit=1, max_seconds=60.0, max_pixels=10**7)
+    try:
+        assert sessions.frame("page-one", data, controls) == LiveAnswer(None, "starting")
+        time.sleep(0.5)
+        answer = sessions.frame("page-one", data, controls)
+        assert answer.overlay.shape == (H, W, 3) and answer.status.startswith("frame 1: 1 hand(s), mesh drawn")
+        with pytest.raises(LiveBusy, match="busy: 1 live stream"):
+            sessions.frame("page-two", data, controls)
+        sessions.stop("page-one")
+        assert sessions.frame("page-two", data, controls).overlay is None, "the stopped stream's slot is free"
+        sessions.max_seconds = 0.0
+        with pytest.raises(HandmeshError, match="--live-seconds"):
+            sessions.frame("page-two", data, controls)
+        with pytest.raises(HandmeshError, match="not an image"):
+            sessions.frame("page-three", b"GIF89a nonsense", controls)
+    finally:
+        sessions.close()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("demo-")], "every pipeline ended"
+
+
+def test_live_controls_from_the_query_are_checked():
+    assert parse_controls({"detector": "tracker", "smoothing": "0", "view": "skeleton", "max_hands": "3"}) == \
+        Controls(detector="tracker", smoothing=False, view="skeleton", max_hands=3)
+    for bad in ({"detector": "yolo"}, {"view": "wireframe"}, {"max_hands": "9"}, {"max_hands": "two"}):
+        with pytest.raises(HandmeshError, match="expected"):
+            parse_controls(bad)
 
 
 def test_still_image_outputs(predictor, frames, gl, tmp_path):

@@ -3,8 +3,9 @@
 A 640x480 clip of the stand-in hand is generated. The CLI demo runs it headless (box tracker, every frame, the
 threaded pipeline). Then `handmesh serve --detector tracker` runs in a subprocess and Debian's chromium (headless,
 playwright) plays the same clip as its fake webcam into the Live tab: frames go browser -> server -> browser one at a
-time, and the rate is the count of frames the server answered over a timed window after a warm-up, as the page's
-status line reports it. Both sides use the same torch thread count; the browser shares the machine's cores.
+time (`handmesh.serve.live_page`), and the rate is the count of frames the server answered over a timed window after
+a warm-up, as the page's status line reports it. Both sides use the same torch thread count; the browser shares the
+machine's cores.
 Goal: serve_to_cli_ratio >= 0.7.
 """
 

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-video-seconds", type=float, default=defaults.max_video_seconds,
                         help="longest video accepted, seconds")
     parser.add_argument("--live-seconds", type=int, default=defaults.live_seconds,
-                        help="one live stream's limit, seconds (then press record again)")
+                        help="one live stream's limit, seconds (then press Start again)")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency,
                         help="live streams and image requests processed at once, each (videos: one at a time)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
@@ -94,19 +94,24 @@ def serve(config, args: argparse.Namespace, workdir: Path, predictor) -> None:
     from handmesh.demo.app import model_warnings, sigterm_as_interrupt
     from handmesh.serve.app import Server, build_app
     from handmesh.serve.frames import GLWorker
+    from handmesh.serve.live import LiveSessions
+    from handmesh.serve.live_page import live_js, live_routes
 
     gl = GLWorker(args.renderer)
-    page = None
+    page = sessions = None
     try:
         server = Server(config, predictor, gl, workdir, [predictor.description.split(";")[0],
                                                          *model_warnings(predictor)])
+        sessions = LiveSessions(predictor, gl, server.status_lines, config.concurrency, config.live_seconds,
+                                int(config.max_image_mp * 1e6))
         page = build_app(server)
         with sigterm_as_interrupt():
             print(f"handmesh serve: temporary files in {workdir}", file=sys.stderr)
             try:
                 page.launch(server_name=config.host, server_port=config.port or None, share=config.share,
                             max_file_size=f"{config.max_upload_mb:g}mb", show_error=True, ssr_mode=False,
-                            inbrowser=False, quiet=False)
+                            inbrowser=False, quiet=False, js=live_js(),
+                            app_kwargs={"routes": live_routes(sessions, int(config.max_upload_mb * 2**20))})
             except OSError as error:  # the port is taken, or the address is not this machine's
                 raise HandmeshError(f"cannot listen on {config.host}:{config.port} ({error}); expected a free "
                                     "port and a local address: pick another --port or --host") from None
@@ -115,4 +120,6 @@ def serve(config, args: argparse.Namespace, workdir: Path, predictor) -> None:
     finally:
         if page is not None:
             page.close()
+        if sessions is not None:
+            sessions.close()
         gl.close()

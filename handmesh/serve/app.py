@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from handmesh.demo.capture import VideoSource
 from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import DETECTORS, make_detector, mediapipe_available
@@ -34,27 +32,8 @@ from handmesh.serve.files import (
     zip_folder,
 )
 from handmesh.serve.frames import MAX_SIDE, VIEWS, Controls, FrameSession, GLWorker, draw_hud, fit_frame, log
-from handmesh.serve.live import LiveStream
+from handmesh.serve.live_page import live_html
 
-# Run in the page when it loads: why the webcam may not start, in the Live tab's status line.
-CAMERA_CHECK_JS = """async () => {
-  if (!window.isSecureContext || !navigator.mediaDevices) {
-    return "this page is not a secure context (https, localhost or 127.0.0.1), so the browser gives it no camera: "
-      + "reach a remote server through an SSH tunnel (ssh -L 7860:localhost:7860 server) and open localhost";
-  }
-  document.addEventListener("click", (event) => {  // the webcam button: say so when the camera is refused
-    if (!event.target.closest || !event.target.closest("#live-input")) return;
-    navigator.mediaDevices.getUserMedia({video: true}).then(
-      (stream) => stream.getTracks().forEach((track) => track.stop()),
-      (error) => {
-        const status = document.querySelector("#live-status textarea");
-        if (status) status.value = "no camera (" + error.name + "): allow camera access for this page in the "
-          + "browser's site settings, check that no other program holds the camera, then reload";
-      });
-  }, true);
-  return "press 'Click to Access Webcam', then Record";
-}"""
-STREAM_EVERY = 0.05  # s between webcam frames the browser sends (it waits while one is being processed)
 RESULT_MAX_AGE = 3600.0  # s; older request folders are removed when a new request comes
 
 
@@ -123,29 +102,6 @@ class Server:
                    + ", ".join(f"{k} {v:.0f} ms" for k, v in packet.timings_ms.items()))
         glb = str(meshes[0]) if meshes else None
         return str(png), glb, [str(p) for p in meshes] + [str(keypoints)], str(keypoints), summary
-
-    # -- Live -------------------------------------------------------------------------------------------------
-    def live(self, frame, stream: LiveStream | None, detector: str, smoothing: bool, view: str, max_hands: int):
-        """One webcam frame -> (the previous frame's overlay with the HUD, the stream, a status line)."""
-        import gradio as gr
-
-        if frame is None:
-            return gr.skip(), stream, "waiting for the camera"
-        image = fit_frame(np.asarray(frame, dtype=np.uint8)[..., :3])
-        controls = Controls(detector=detector, smoothing=smoothing, view=view, max_hands=max_hands)
-        height, width = image.shape[:2]
-        if stream is None or not stream.fits(controls, width, height):
-            if stream is not None:
-                stream.close()
-            stream = LiveStream(self.predictor, self.gl, controls, width, height)
-        stream.update(controls)
-        packet = stream.submit(image)
-        if packet is None:
-            return gr.skip(), stream, "starting"
-        overlay = draw_hud(packet, stream.detector, stream.settings.smoothing, stream.rates, self.status_lines)
-        mesh = "mesh drawn" if stream.settings.view.mesh and packet.hands else "no mesh"
-        status = f"frame {stream.answered}: {len(packet.hands)} hand(s), {mesh}; {stream.rates.summary()}"
-        return overlay, stream, status
 
     # -- Video ------------------------------------------------------------------------------------------------
     def video(self, video, detector: str, smoothing: bool, view: str, max_hands: int, progress=None):
@@ -258,21 +214,10 @@ def build_app(server: Server):
         gr.Markdown(f"# handmesh: 3D hand meshes from one RGB image\n{provenance}  \nDetector `auto` uses "
                     f"{detector_note}. Camera: f = max(W, H) px, centred; 3D outputs are metres in that camera.")
         with gr.Tab("Live"):
-            with gr.Row():
-                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
-                                  elem_id="live-input", webcam_options=unmirrored)
-                live_out = gr.Image(label="overlay", show_label=False, streaming=True, format="jpeg",
-                                    elem_id="live-output", interactive=False)
-            live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
+            gr.HTML(live_html(server.config.detector))  # its client (launch's js) and routes: live_page.py
             gr.Markdown("The overlay lags the camera by one frame (frames are processed while the next travels). "
                         "No picture? Allow camera access for this page; browsers give it only to https or "
                         "localhost pages.")
-            live_controls = controls("live")
-            state = gr.State(None, delete_callback=lambda stream: stream is not None and stream.close())
-            webcam.stream(page_errors(server.live), [webcam, state, *live_controls], [live_out, state, live_status],
-                          stream_every=STREAM_EVERY, time_limit=server.config.live_seconds,
-                          concurrency_limit=server.config.concurrency, concurrency_id="live",
-                          api_visibility="undocumented", show_progress="hidden")
         with gr.Tab("Image"):
             with gr.Row():
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="image",
@@ -304,6 +249,5 @@ def build_app(server: Server):
 
             video_run.click(page_errors(run_video), [video_in, *video_controls], [video_out, meshes_zip, video_summary],
                             api_name="predict_video", preprocess=False, concurrency_limit=1, concurrency_id="video")
-        page.load(None, None, live_status, js=CAMERA_CHECK_JS)
     page.queue(default_concurrency_limit=server.config.concurrency, max_size=server.config.queue_size)
     return page

@@ -21,7 +21,7 @@ import cv2
 
 from handmesh.errors import HandmeshError
 
-STATUS = "#live-status textarea"  # the Live tab's status line: "frame N: K hand(s), mesh drawn; ..."
+STATUS = "#live-status"  # the Live tab's status line: "frame N: K hand(s), mesh drawn; ..."
 FRAME_PATTERN = re.compile(r"frame (\d+): (\d+) hand")
 
 
@@ -117,18 +117,29 @@ def fake_camera_page(camera: Path, url: str, viewport: tuple[int, int] = (1280, 
 
 
 def start_live(page, timeout_ms: float = 60_000) -> None:
-    """Grant the webcam and press Record in the Live tab."""
-    page.click("#live-input >> text=Click to Access Webcam", timeout=timeout_ms)
-    page.click("#live-input button:has-text('Record')", timeout=timeout_ms)
+    """Press Start in the Live tab (the fake camera is granted by the browser's flags)."""
+    page.click("#live-start", timeout=timeout_ms)
 
 
 def stop_live(page) -> None:
-    page.click("#live-input button:has-text('Stop')")
+    page.click("#live-stop")
+
+
+def live_overlay(page) -> bytes:
+    """The encoded image the Live tab shows now (JPEG bytes; the page holds it as a blob: URL)."""
+    import base64
+
+    data_url = page.evaluate("""async () => {
+      const image = await (await fetch(document.getElementById("live-output").src)).blob();
+      return await new Promise((resolve) => {
+        const reader = new FileReader(); reader.onload = () => resolve(reader.result); reader.readAsDataURL(image); });
+    }""")
+    return base64.b64decode(data_url.split(",", 1)[1])
 
 
 def live_status(page) -> tuple[int, int, str]:
     """(frames processed, hands in the last one, the status line) from the Live tab; (0, 0, text) before any."""
-    text = page.locator(STATUS).input_value()
+    text = page.locator(STATUS).text_content() or ""
     match = FRAME_PATTERN.search(text)
     return (int(match.group(1)), int(match.group(2)), text) if match else (0, 0, text)
 
@@ -137,7 +148,7 @@ def wait_for_frames(page, count: int, timeout_ms: float = 60_000, mesh: bool = T
     """Until the status says at least `count` frames were processed (the last with a hand and its mesh drawn)."""
     pattern = r"mesh drawn" if mesh else r""
     page.wait_for_function(
-        "([count, pattern]) => { const t = document.querySelector('#live-status textarea').value;"
+        "([count, pattern]) => { const t = document.querySelector('#live-status').textContent;"
         " const m = /frame (\\d+): [1-9]\\d* hand/.exec(t);"
         " return m && +m[1] >= count && new RegExp(pattern).test(t); }",
         arg=[count, pattern], timeout=timeout_ms)

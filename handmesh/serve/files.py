@@ -47,7 +47,7 @@ def payload_data_url(payload) -> str | None:
 
 
 def decode_image(payload, max_pixels: int) -> np.ndarray:
-    """An uploaded image (file or data URL) -> (H, W, 3) uint8 RGB, EXIF orientation applied.
+    """An uploaded image (file, data URL or the encoded bytes) -> (H, W, 3) uint8 RGB, EXIF orientation applied.
 
     Refuses (UploadError) what is not an image PIL decodes, and images over max_pixels (read from the header, before
     decoding).
@@ -55,8 +55,10 @@ def decode_image(payload, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source: object
-    url = payload_data_url(payload) if payload is not None else None
-    if url is not None:
+    url = payload_data_url(payload) if payload is not None and not isinstance(payload, bytes) else None
+    if isinstance(payload, bytes):
+        source, name = io.BytesIO(payload), "the frame"
+    elif url is not None:
         try:
             source = io.BytesIO(base64.b64decode(url.split(",", 1)[1], validate=False))
         except (binascii.Error, IndexError):
@@ -76,6 +78,10 @@ def decode_image(payload, max_pixels: int) -> np.ndarray:
                     raise UploadError(f"{name} is {width}x{height} = {width * height / 1e6:.0f} MP: expected at most "
                                       f"{max_pixels / 1e6:.0f} MP; scale it down (or start the server with a larger "
                                       "--max-image-mp)")
+                if isinstance(payload, bytes) and image.format == "JPEG" and image.getexif().get(0x0112, 1) == 1:
+                    decoded = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)  # 3x faster than PIL
+                    if decoded is not None:
+                        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
                 image = ImageOps.exif_transpose(image).convert("RGB")
                 return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
     except UploadError:

@@ -5,7 +5,7 @@ would leave the pipeline idle during every network round trip. Instead a request
 the previous frame's overlay, which was processed while the browser and the network were busy: the rate is set by
 the slower of the two, not their sum, at the cost of one frame of latency. The first request of a stream has no
 overlay yet (None). A stream whose browser sends nothing for IDLE_SECONDS ends its pipeline; the next frame starts
-a new one.
+a new one. `LiveSessions` keeps the page's streams by session, within the server's limits.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from handmesh.demo.crop import frame_intrinsics
 from handmesh.demo.detect import make_detector
 from handmesh.demo.hud import RateMeter
 from handmesh.demo.pipeline import HandReconstructor, LiveSettings, Packet, Pipeline
-from handmesh.serve.frames import Controls, GLWorker, log
+from handmesh.errors import HandmeshError
+from handmesh.serve.files import decode_image
+from handmesh.serve.frames import Controls, GLWorker, draw_hud, fit_frame, log
 
 IDLE_SECONDS = 5.0  # no frame from the browser for this long: the stream is over
 POLL_SECONDS = 0.05
@@ -121,3 +124,69 @@ class LiveStream:
         self.source.close()
         self.pipeline.stop()
         self.detector.close()
+
+
+@dataclass
+class LiveAnswer:
+    overlay: np.ndarray | None  # (H, W, 3) uint8 RGB with the HUD; None while the stream starts
+    status: str  # the status line
+
+
+class LiveBusy(HandmeshError):
+    """Every live slot is taken: the browser should try again later."""
+
+
+class LiveSessions:
+    """The page's live streams by session id (the page makes one per Start), at most `limit` at once. A stream ends
+    after IDLE_SECONDS without a frame, when its page stops it, or `max_seconds` after it started."""
+
+    def __init__(self, predictor, gl: GLWorker, status_lines: list[str], limit: int, max_seconds: float,
+                 max_pixels: int):
+        self.predictor, self.gl, self.status_lines = predictor, gl, status_lines
+        self.limit, self.max_seconds, self.max_pixels = limit, max_seconds, max_pixels
+        self._streams: dict[str, tuple[LiveStream, float]] = {}  # session -> (stream, monotonic start)
+        self._lock = threading.Lock()
+
+    def frame(self, session: str, data: bytes, controls: Controls) -> LiveAnswer:
+        """One encoded webcam frame (JPEG/PNG bytes) of `session` -> the previous frame's overlay and the status
+        line. Raises LiveBusy when no slot is free, `HandmeshError` for a frame that is not an image or a stream
+        past its time."""
+        image = fit_frame(decode_image(data, self.max_pixels))
+        height, width = image.shape[:2]
+        with self._lock:
+            for name in [name for name, (stream, _) in self._streams.items() if stream.source.ended.is_set()]:
+                self._streams.pop(name)[0].close()
+            stream, started = self._streams.get(session, (None, time.monotonic()))
+            if stream is not None and not stream.fits(controls, width, height):
+                stream.close()
+                stream = None
+            if stream is None:
+                if session not in self._streams and len(self._streams) >= self.limit:
+                    raise LiveBusy(f"the server is busy: {self.limit} live stream(s) already (--concurrency); "
+                                   "press Start again later")
+                stream = LiveStream(self.predictor, self.gl, controls, width, height)
+                self._streams[session] = (stream, started)
+        if time.monotonic() - started > self.max_seconds:
+            self.stop(session)
+            raise HandmeshError(f"this live stream reached the server's limit of {self.max_seconds:g} s "
+                                "(--live-seconds): press Start to stream again")
+        stream.update(controls)
+        packet = stream.submit(image)
+        if packet is None:
+            return LiveAnswer(None, "starting")
+        overlay = draw_hud(packet, stream.detector, stream.settings.smoothing, stream.rates, self.status_lines)
+        mesh = "mesh drawn" if stream.settings.view.mesh and packet.hands else "no mesh"
+        status = f"frame {stream.answered}: {len(packet.hands)} hand(s), {mesh}; {stream.rates.summary()}"
+        return LiveAnswer(overlay, status)
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            stream, _ = self._streams.pop(session, (None, 0.0))
+        if stream is not None:
+            stream.close()
+
+    def close(self) -> None:
+        with self._lock:
+            streams, self._streams = [stream for stream, _ in self._streams.values()], {}
+        for stream in streams:
+            stream.close()

@@ -48,6 +48,7 @@ def cached_help(name: str, argv: list[str], build: Callable[[], int]) -> int:
         return 0
     except (OSError, UnicodeDecodeError):
         pass
+    print(f"handmesh {name}: building this help once (it is kept in {path.parent})", file=sys.stderr, flush=True)
     captured = io.StringIO()
     with redirect_stdout(captured):
         status = build()

@@ -1,8 +1,8 @@
 """The Live tab: the page's webcam frames posted as JPEG bytes to FRAME_ROUTE, the overlays answered as JPEG bytes.
 
-Gradio's own streaming path costs the browser about a core of CPU at 10 frames/s (its client's per-frame event and
-upload machinery, measured: docs/results.md, "Browser demo"), which on a machine that also runs the model halves the
-rate. This tab is plain HTML: a loop in the page draws the camera's newest frame to a canvas, posts it as JPEG, shows
+Why not Gradio's streaming image input: its client's per-frame machinery costs the browser many times the frame's own
+encoding, which halves the rate where the browser shares the cores with the model (docs/results.md, "Browser demo").
+This tab is plain HTML: a loop in the page draws the camera's newest frame to a canvas, posts it as JPEG, shows
 the answer and posts the next frame, one request per frame, bytes both ways. The server side is `LiveSessions`.
 
     POST FRAME_ROUTE?session=ID&detector=D&smoothing=0|1&view=V&max_hands=N   body: the frame, image/jpeg

@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# fit/validate/test --help, built once here (they import Lightning and torch) and printed from the cache later
+	$(PY) -c "from handmesh.commands.lightning import run_lightning as r; [r(n, ['--help']) for n in ('fit', 'validate', 'test')]" >/dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: system-deps $(STAMP)

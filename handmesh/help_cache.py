@@ -1,10 +1,10 @@
 """`--help` of the LightningCLI commands, kept once built: building it imports Lightning, torch, timm and every class
-the parser describes (seconds), yet its text depends only on the installed code and the terminal's width.
+the parser describes (seconds), yet its text depends only on the installed code.
 
-The text is stored in user_cache_dir()/help/<command>-<key>.txt; the key hashes the command line, the terminal width,
-the Python version, the stat of every handmesh source file and of every site-packages folder (an install, upgrade or
-removal changes the folder's entries) and the environment variables that configure the parser. Any change builds it
-afresh.
+The text is built at HELP_COLUMNS columns, whatever the terminal (so one build serves every terminal; `make setup`
+builds them), and stored in user_cache_dir()/help/<command>-<key>.txt; the key hashes the command line, the Python
+version, the stat of every handmesh source file and of every site-packages folder (an install, upgrade or removal
+changes the folder's entries) and the environment variables that configure the parser. Any change builds it afresh.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import site
 import sys
 from collections.abc import Callable
@@ -24,11 +23,12 @@ from handmesh.paths import user_cache_dir
 
 PACKAGE = Path(__file__).resolve().parent
 ENV_PREFIXES = ("JSONARGPARSE_", "PL_", "LIGHTNING_", "HANDMESH_")  # variables that can change the parser's text
+HELP_COLUMNS = 80  # the width argparse wraps the text to
 
 
 def help_key(argv: list[str]) -> str:
     """A hex digest of everything the help text of `argv` depends on."""
-    parts = [repr(argv), str(shutil.get_terminal_size().columns), sys.version]
+    parts = [repr(argv), sys.version]
     for path in sorted(PACKAGE.rglob("*.py")):
         stat = path.stat()
         parts.append(f"{path.relative_to(PACKAGE)} {stat.st_mtime_ns} {stat.st_size}")
@@ -49,9 +49,16 @@ def cached_help(name: str, argv: list[str], build: Callable[[], int]) -> int:
     except (OSError, UnicodeDecodeError):
         pass
     print(f"handmesh {name}: building this help once (it is kept in {path.parent})", file=sys.stderr, flush=True)
-    captured = io.StringIO()
-    with redirect_stdout(captured):
-        status = build()
+    captured, columns = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_COLUMNS)  # argparse reads the width through shutil.get_terminal_size
+    try:
+        with redirect_stdout(captured):
+            status = build()
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     text = captured.getvalue()
     sys.stdout.write(text)
     if status == 0 and text:

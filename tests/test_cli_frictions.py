@@ -84,8 +84,9 @@ def test_lightning_help_comes_from_the_cache_the_first_call_filled(tmp_path):
             "rc = main(['fit', '--help'])\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "100"}
-    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=300) for _ in range(2)]
+    env_narrow = {**env, "COLUMNS": "60"}  # another terminal width: the same text, from the cache
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
+                           text=True, timeout=300) for environment in (env, env_narrow)]
     first, second = (done.stdout.strip().rsplit("\n", 1) for done in runs)
     assert "--trainer.max_steps" in first[0] and first[1] == "TORCH 0", runs[0].stderr[-2000:]
     assert second == [first[0], "NO-TORCH 0"], runs[1].stderr[-2000:]

@@ -2,9 +2,10 @@
 the parser describes (seconds), yet its text depends only on the installed code.
 
 The text is built at HELP_COLUMNS columns, whatever the terminal (so one build serves every terminal; `make setup`
-builds them), and stored in user_cache_dir()/help/<command>-<key>.txt; the key hashes the command line, the Python
-version, the stat of every handmesh source file and of every site-packages folder (an install, upgrade or removal
-changes the folder's entries) and the environment variables that configure the parser. Any change builds it afresh.
+builds them), and stored in user_cache_dir()/help/<command>-<flag>-<key>.txt, replacing older builds; the key hashes
+the command line, the Python version, the stat of every handmesh source file and of every site-packages folder (an
+install, upgrade or removal changes the folder's entries) and the environment variables that configure the parser.
+Any change builds it afresh.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def help_key(argv: list[str]) -> str:
 def cached_help(name: str, argv: list[str], build: Callable[[], int]) -> int:
     """Print `handmesh NAME ARGV`'s help: from the cache when it holds this key, else from `build()` (which prints it
     and returns the exit status), then kept when the status was 0. -> the exit status."""
-    path = user_cache_dir() / "help" / f"{name}-{help_key([name, *argv])}.txt"
+    kind = f"{name}-{'-'.join(argument.strip('-') for argument in argv)}"  # fit-help, fit-h
+    path = user_cache_dir() / "help" / f"{kind}-{help_key([name, *argv])}.txt"
     try:
         sys.stdout.write(path.read_text(encoding="utf-8"))
         return 0
@@ -64,6 +66,8 @@ def cached_help(name: str, argv: list[str], build: Callable[[], int]) -> int:
     if status == 0 and text:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in path.parent.glob(f"{kind}-*.txt"):  # built by code that is no longer installed
+                stale.unlink(missing_ok=True)
             write_bytes_atomic(path, text.encode("utf-8"), sync=False)
         except OSError:  # a read-only home: the help was printed, the next one is built again
             pass

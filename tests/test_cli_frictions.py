@@ -116,6 +116,8 @@ def test_help_cache_keys_on_the_command_line_and_the_code(tmp_path, monkeypatch,
     assert help_cache.cached_help("fit", ["-h"], build("short flag")) == 0  # another command line, its own entry
     os.utime(package / "module.py", ns=(0, 0))  # the code changed
     assert help_cache.cached_help("fit", ["--help"], build("new help")) == 0
+    kept = sorted(path.name.rsplit("-", 1)[0] for path in (tmp_path / "cache" / "handmesh" / "help").iterdir())
+    assert kept == ["fit-h", "fit-help"], "the build for the old code is replaced, the other flag's entry stays"
     assert help_cache.cached_help("test", ["--help"], build("failed", status=2)) == 2  # not kept
     assert help_cache.cached_help("test", ["--help"], build("test help")) == 0
     assert builds == ["fit help", "short flag", "new help", "failed", "test help"]

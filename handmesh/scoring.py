@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -31,8 +31,6 @@ if TYPE_CHECKING:  # torch and the measures load when scoring starts, after the 
     import torch
 
     from handmesh.metrics import FreiHANDScores, PCKCurves
-
-T = TypeVar("T")
 
 BATCH_SIZE = 256  # samples per metric update (memory only)
 OUTPUT_FILES = ("scores.json", "per_sample.csv", "pck_curves.png")
@@ -92,7 +90,7 @@ def evaluate(gt_root: str | os.PathLike, pred_path: str | os.PathLike, out_dir: 
     return result
 
 
-def read_while(meanwhile: Callable[[], T], *reads: tuple[Callable, str | os.PathLike]) -> tuple:
+def read_while(meanwhile: Callable[[], object], *reads: tuple[Callable, str | os.PathLike]) -> tuple:
     """(meanwhile(), reader(path) for each (reader, path) in `reads`): on Linux each read runs in its own forked
     process while this one runs `meanwhile` (e.g. loading torch), elsewhere one after the other. Errors are raised
     as the reader raised them, `meanwhile`'s first, then the reads' in order.

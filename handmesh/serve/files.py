@@ -55,7 +55,7 @@ def decode_image(payload, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source: object
-    url = payload_data_url(payload) if payload is not None and not isinstance(payload, bytes) else None
+    url = payload_data_url(payload) if payload is not None else None
     if isinstance(payload, bytes):
         source, name = io.BytesIO(payload), "the frame"
     elif url is not None:

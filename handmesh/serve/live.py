@@ -162,8 +162,9 @@ class LiveSessions:
                 stream = None
             if stream is None:
                 if session not in self._streams and len(self._streams) >= self.limit:
-                    raise LiveBusy(f"the server is busy: {self.limit} live stream(s) already (--concurrency); "
-                                   "press Start again later")
+                    raise LiveBusy(f"the server is busy: {self.limit} live stream(s) already, the most --concurrency "
+                                   "allows; expected a free slot: press Start again later, or start the server "
+                                   "with a larger --concurrency")
                 stream = LiveStream(self.predictor, self.gl, controls, width, height)
                 self._streams[session] = (stream, started)
         if time.monotonic() - started > self.max_seconds:

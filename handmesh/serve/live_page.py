@@ -197,9 +197,12 @@ def live_routes(sessions: LiveSessions, max_upload_bytes: int) -> list:
     async def frame(request) -> Response:
         session = request.query_params.get("session", "")
         if not SESSION.fullmatch(session):
-            return text(400, "expected a session id of 8-64 letters, digits or dashes; reload the page")
-        if int(request.headers.get("content-length") or 0) > max_upload_bytes:
-            return text(413, f"a frame larger than {max_upload_bytes / 2**20:g} MiB (--max-upload-mb)")
+            return text(400, f"expected a session id of 8-64 letters, digits or dashes, found {session[:70]!r}; "
+                             "reload the page")
+        size = int(request.headers.get("content-length") or 0)
+        if size > max_upload_bytes:
+            return text(413, f"expected a frame of at most {max_upload_bytes / 2**20:g} MiB (--max-upload-mb), found "
+                             f"{size:,} bytes; use a smaller camera resolution or a larger --max-upload-mb")
         data = await request.body()
         try:
             controls = parse_controls(request.query_params)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict
-from typing import Literal
+from typing import Callable, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
@@ -41,7 +42,8 @@ class HandMeshModule(pl.LightningModule):
     file; drop_path_rate: stochastic depth in the encoder. mano_dir: MANO folder (None: $HANDMESH_MANO_DIR,
     data/mano, else the stand-in). loss_weights: see `losses.LossWeights`.
     lr: peak learning rate of the regressor; the encoder's is lr x encoder_lr_mult. warmup_steps: linear warmup, then
-    cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training).
+    cosine decay to lr x min_lr_ratio at the last step (trainer.max_steps or max_epochs must bound training), or at
+    trainer.max_time if that comes first: a machine too slow for the steps still ends its run annealed.
     """
 
     def __init__(
@@ -152,7 +154,7 @@ class HandMeshModule(pl.LightningModule):
         if not math.isfinite(total):
             raise HandmeshError("training length is unbounded: the cosine schedule needs trainer.max_steps or "
                                 "trainer.max_epochs (max_time alone only stops it). Set one of them.")
-        factor = warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio)
+        factor = warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio, time_share(self.trainer))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -177,13 +179,29 @@ class HandMeshModule(pl.LightningModule):
                                   "config (--config) or the matching --model.* options.")
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):
-    """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio."""
+def time_share(trainer: pl.Trainer) -> Callable[[], float]:
+    """() -> the share of trainer.max_time spent so far (resumed runs included), 0.0 without a max_time."""
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+
+    def share() -> float:
+        remaining = None if timer is None else timer.time_remaining()
+        if remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed()
+        return elapsed / max(elapsed + remaining, 1e-9)
+
+    return share
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float,
+                  time_share: Callable[[], float] = lambda: 0.0):
+    """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio. After the
+    warmup, progress is the larger of the steps' share and `time_share()` (a time limit's share spent)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps), time_share()))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor

@@ -8,13 +8,15 @@ from dataclasses import fields
 
 import pytest
 import pytorch_lightning as pl
+import pytorch_lightning.callbacks.timer as timer_module
 import torch
+from pytorch_lightning.callbacks import Timer
 from torch.utils.data import DataLoader, Subset
 
 from handmesh.checkpoints import METADATA_KEY, read_checkpoint
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
-from handmesh.lit_module import HandMeshModule, warmup_cosine
+from handmesh.lit_module import HandMeshModule, time_share, warmup_cosine
 from handmesh.models.hand_model import HandModelConfig
 
 from tiny_synth import tiny_synthetic_set
@@ -36,6 +38,25 @@ def test_warmup_then_cosine():
     assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
     assert factor(110) == pytest.approx(0.1)
     assert factor(500) == pytest.approx(0.1)  # stays at the floor past the end
+
+
+def test_the_cosine_follows_a_time_limit_that_comes_first(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(timer_module.time, "monotonic", lambda: now[0])
+    trainer = pl.Trainer(max_steps=110, max_time={"seconds": 100}, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False)
+    share = time_share(trainer)
+    factor = warmup_cosine(warmup_steps=10, total_steps=110, min_ratio=0.1, time_share=share)
+    assert share() == 0.0
+    next(c for c in trainer.callbacks if isinstance(c, Timer)).on_train_start(trainer, None)
+    now[0] += 50.0  # half the time spent at step 20 (a tenth of the steps after the warmup)
+    assert share() == pytest.approx(0.5)
+    assert factor(5) == pytest.approx(0.6)  # the warmup counts steps only
+    assert factor(20) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert factor(100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # steps ahead of time
+    now[0] += 60.0
+    assert factor(30) == pytest.approx(0.1)  # past the limit: the floor
+    assert time_share(pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False))() == 0.0
 
 
 def test_the_network_arguments_are_hand_model_config():

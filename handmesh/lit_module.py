@@ -154,7 +154,7 @@ class HandMeshModule(pl.LightningModule):
         if not math.isfinite(total):
             raise HandmeshError("training length is unbounded: the cosine schedule needs trainer.max_steps or "
                                 "trainer.max_epochs (max_time alone only stops it). Set one of them.")
-        factor = warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio, time_share(self.trainer))
+        factor = warmup_cosine(hp.warmup_steps, int(total), hp.min_lr_ratio, time_limit(self.trainer))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -179,29 +179,44 @@ class HandMeshModule(pl.LightningModule):
                                   "config (--config) or the matching --model.* options.")
 
 
-def time_share(trainer: pl.Trainer) -> Callable[[], float]:
-    """() -> the share of trainer.max_time spent so far (resumed runs included), 0.0 without a max_time."""
+def time_limit(trainer: pl.Trainer) -> Callable[[], tuple[float, float]] | None:
+    """() -> (seconds spent, trainer.max_time in seconds), resumed runs included; None without a max_time."""
     timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    if timer is None or timer.time_remaining() is None:
+        return None
 
-    def share() -> float:
-        remaining = None if timer is None else timer.time_remaining()
-        if remaining is None:
-            return 0.0
+    def spent() -> tuple[float, float]:
         elapsed = timer.time_elapsed()
-        return elapsed / max(elapsed + remaining, 1e-9)
+        return elapsed, elapsed + timer.time_remaining()
 
-    return share
+    return spent
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float,
-                  time_share: Callable[[], float] = lambda: 0.0):
-    """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio. After the
-    warmup, progress is the larger of the steps' share and `time_share()` (a time limit's share spent)."""
+                  clock: Callable[[], tuple[float, float]] | None = None):
+    """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio.
+
+    clock: () -> (seconds spent, time limit), or None. With one, the cosine's progress is at least the share of the
+    time left that has passed since the first step after the warmup (or after a resume) carried the rest of the
+    cosine: a run too slow for its steps ends annealed at the limit, and a run fast enough follows its steps exactly.
+    """
+    anchor: tuple[float, float] | None = None  # (progress, seconds spent) where the time began to count
+    answered: dict[int, float] = {}  # LambdaLR asks once per parameter group: every group gets the step's first answer
 
     def factor(step: int) -> float:
+        nonlocal anchor
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps), time_share()))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if step in answered:
+            return answered[step]
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if clock is not None:
+            spent, limit = clock()
+            anchor = anchor or (progress, spent)
+            start, start_spent = anchor
+            progress = max(progress, start + (1.0 - start) * (spent - start_spent) / max(limit - start_spent, 1e-9))
+        answered.clear()
+        answered[step] = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return answered[step]
 
     return factor

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 from handmesh.checkpoints import METADATA_KEY, read_checkpoint
 from handmesh.data.freihand import FreiHANDDataset
 from handmesh.errors import CheckpointError
-from handmesh.lit_module import HandMeshModule, time_share, warmup_cosine
+from handmesh.lit_module import HandMeshModule, time_limit, warmup_cosine
 from handmesh.models.hand_model import HandModelConfig
 
 from tiny_synth import tiny_synthetic_set
@@ -40,23 +40,30 @@ def test_warmup_then_cosine():
     assert factor(500) == pytest.approx(0.1)  # stays at the floor past the end
 
 
-def test_the_cosine_follows_a_time_limit_that_comes_first(monkeypatch):
+def test_a_time_limit_anneals_a_slow_run_and_leaves_a_fast_one_alone():
+    clock = [50.0, 100.0]  # seconds spent, limit
+    factor = warmup_cosine(warmup_steps=10, total_steps=110, min_ratio=0.1, clock=lambda: tuple(clock))
+    assert factor(5) == pytest.approx(0.6)  # the warmup counts steps only
+    assert factor(10) == pytest.approx(1.0)  # the first step after it anchors the clock: steps decide
+    clock[0] = 75.0  # half the time left has passed at step 20, a tenth of the steps: the time decides
+    assert factor(20) == pytest.approx(0.1 + 0.9 * 0.5)
+    clock[0] = 80.0
+    assert factor(20) == pytest.approx(0.1 + 0.9 * 0.5)  # one answer per step, for every parameter group
+    assert factor(100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # steps ahead of time
+    clock[0] = 101.0
+    assert factor(30) == pytest.approx(0.1)  # past the limit: the floor
+
+
+def test_time_limit_reads_lightnings_timer(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(timer_module.time, "monotonic", lambda: now[0])
     trainer = pl.Trainer(max_steps=110, max_time={"seconds": 100}, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False)
-    share = time_share(trainer)
-    factor = warmup_cosine(warmup_steps=10, total_steps=110, min_ratio=0.1, time_share=share)
-    assert share() == 0.0
+    spent = time_limit(trainer)
     next(c for c in trainer.callbacks if isinstance(c, Timer)).on_train_start(trainer, None)
-    now[0] += 50.0  # half the time spent at step 20 (a tenth of the steps after the warmup)
-    assert share() == pytest.approx(0.5)
-    assert factor(5) == pytest.approx(0.6)  # the warmup counts steps only
-    assert factor(20) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert factor(100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9)))  # steps ahead of time
-    now[0] += 60.0
-    assert factor(30) == pytest.approx(0.1)  # past the limit: the floor
-    assert time_share(pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False))() == 0.0
+    now[0] += 30.0
+    assert spent() == pytest.approx((30.0, 100.0))
+    assert time_limit(pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False)) is None
 
 
 def test_the_network_arguments_are_hand_model_config():

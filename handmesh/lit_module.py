@@ -196,9 +196,9 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float,
                   clock: Callable[[], tuple[float, float]] | None = None):
     """LR factor per optimizer step: linear warmup from 1/warmup_steps to 1, then cosine down to min_ratio.
 
-    clock: () -> (seconds spent, time limit), or None. With one, the cosine's progress is at least the share of the
-    time left that has passed since the first step after the warmup (or after a resume) carried the rest of the
-    cosine: a run too slow for its steps ends annealed at the limit, and a run fast enough follows its steps exactly.
+    clock: () -> (seconds spent, time limit), or None. With one, the cosine also keeps pace with the clock: from the
+    first step after the warmup (or after a resume), the rest of it is spread over the rest of the time, and the
+    larger progress wins. A run too slow for its steps ends annealed at the limit; one fast enough follows its steps.
     """
     anchor: tuple[float, float] | None = None  # (progress, seconds spent) where the time began to count
     answered: dict[int, float] = {}  # LambdaLR asks once per parameter group: every group gets the step's first answer
@@ -214,6 +214,7 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float,
             spent, limit = clock()
             anchor = anchor or (progress, spent)
             start, start_spent = anchor
+            # progress by the clock: p0 + (1 - p0) (t - t0) / (T - t0), from (p0, t0) at the anchor to 1 at the limit T
             progress = max(progress, start + (1.0 - start) * (spent - start_spent) / max(limit - start_spent, 1e-9))
         answered.clear()
         answered[step] = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
